@@ -22,7 +22,7 @@ from torch import nn
 
 from .attention import SoraAttention
 from .embeddings import RotaryPosEmbed3D, TimeTextEmbedding, rope_axes_dims
-from .normalization import frames_view, modulate
+from .normalization import frames_view, gated_residual, modulate
 from .patching import check_patchable, patch_grid, patchify, unpatchify
 
 
@@ -72,7 +72,7 @@ class DiTVideoBlock(nn.Module):
         # 1. Self-attention
         h = modulate(self.norm1(x.float()), shift_msa, scale_msa).type_as(x)
         h = self.attn1(h.flatten(1, 2), None, None, rotary_emb)  # (B, S, D)
-        x = (x.float() + frames_view(h, T_m) * gate_msa).type_as(x)
+        x = gated_residual(x.float(), frames_view(h, T_m), gate_msa).type_as(x)
 
         # 2. Cross-attention
         h = self.norm2(x.float()).type_as(x)
@@ -81,7 +81,7 @@ class DiTVideoBlock(nn.Module):
 
         # 3. Feed-forward
         h = modulate(self.norm3(x.float()), c_shift, c_scale).type_as(x)
-        x = (x.float() + self.ffn(h).float() * c_gate).type_as(x)
+        x = gated_residual(x.float(), self.ffn(h).float(), c_gate).type_as(x)
         return x.flatten(1, 2)  # (B, S, D)
 
 
