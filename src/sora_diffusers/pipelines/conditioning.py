@@ -1,0 +1,149 @@
+"""One conditioning mechanism for every task: clean latent frames placed on the latent time axis.
+
+A `FrameCondition` is an image or clip placed at a pixel frame index with a strength. `encode_frame_condition` turns it
+into latent frames aligned with the causal VAE's grouping (latent 0 = pixel frame 0 alone, latent j >= 1 = pixel
+frames 4j-3 .. 4j for 4x temporal compression). `build_condition` merges all of them into one `(cond_latents,
+cond_sigma)` pair: the denoising loop keeps each conditioned latent frame at noise level `cond_sigma` (0 = exactly
+clean) and lets every other frame be generated. Text-to-video is no condition; image-to-video one image at frame 0;
+extension a clip at the start (forward) or the end (backward); a loop or a connection clips at both ends.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class FrameCondition:
+    """An image or clip that the generated video must contain.
+
+    Args:
+        frames: an image (PIL, `np.ndarray` (H, W, 3), `torch.Tensor` (3, H, W)), a clip (list of PIL images,
+            `np.ndarray` (T, H, W, 3), `torch.Tensor` (3, T, H, W) or (B, 3, T, H, W) in [-1, 1]) or a path to an
+            image or video file.
+        frame_index: pixel frame of the output where the clip starts; negative counts from the end (-1 = last frame).
+        strength: 1.0 keeps the frames exactly; lower values let the model revise them (they start from noise level
+            1 - strength instead of 0).
+    """
+
+    frames: Any
+    frame_index: int = 0
+    strength: float = 1.0
+
+
+@dataclass
+class LatentCondition:
+    """A `FrameCondition` after encoding: `latents` (B, C, T_c, H', W') placed at latent frame `latent_index`."""
+
+    latents: torch.Tensor
+    latent_index: int
+    strength: float = 1.0
+
+
+def num_latent_frames(num_frames: int, temporal_ratio: int) -> int:
+    """Pixel frames 1 + k * r -> latent frames 1 + k (causal VAE: frame 0 is encoded alone)."""
+    return (num_frames - 1) // temporal_ratio + 1
+
+
+def nearest_valid_num_frames(num_frames: int, temporal_ratio: int) -> tuple[int, int]:
+    """The valid frame counts (1 + k * r) just below and above `num_frames`."""
+    lower = max(1, (num_frames - 1) // temporal_ratio * temporal_ratio + 1)
+    return lower, lower + temporal_ratio
+
+
+def align_condition(
+    frame_index: int, clip_length: int, num_frames: int, temporal_ratio: int
+) -> tuple[int, int, int, bool]:
+    """Which pixel frames of a clip become conditioning, and where they land in latent time.
+
+    A clip at frame 0 is encoded like a video of its own (its first 1 + k * r frames). A clip placed later starts at
+    the first latent group boundary (pixel 1 + j * r) at or after its frame index and keeps whole groups of r frames;
+    frames before that boundary or past the last whole group are left for the model to generate.
+
+    Returns:
+        (first clip frame used, number of clip frames used, latent index, whether it is encoded as a video start)
+
+    Raises:
+        ValueError: the frame index lies outside the output, or no whole latent frame of the clip fits.
+    """
+    start = frame_index + num_frames if frame_index < 0 else frame_index
+    if not 0 <= start < num_frames:
+        raise ValueError(
+            f"`frame_index` {frame_index} is outside the output video of {num_frames} frames "
+            f"(allowed: {-num_frames} .. {num_frames - 1})."
+        )
+    available = min(clip_length, num_frames - start)
+    if start == 0:
+        used = (available - 1) // temporal_ratio * temporal_ratio + 1
+        return 0, used, 0, True
+    boundary = start + (-(start - 1)) % temporal_ratio  # first pixel frame 1 + j*r >= start
+    skip = boundary - start
+    used = (available - skip) // temporal_ratio * temporal_ratio
+    if used <= 0:
+        raise ValueError(
+            f"A condition at `frame_index` {frame_index} with {clip_length} frames covers no whole latent frame: "
+            f"clips after frame 0 need {temporal_ratio} frames starting at a frame 1 + k*{temporal_ratio} "
+            f"(here frame {boundary}) inside the {num_frames}-frame output."
+        )
+    return skip, used, (boundary - 1) // temporal_ratio + 1, False
+
+
+def build_condition(
+    latent_shape: tuple[int, ...], conditions: list[LatentCondition], device=None, dtype=torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge encoded conditions into the latent grid.
+
+    Args:
+        latent_shape: (B, C, T', H', W') of the latents being generated.
+        conditions: encoded conditions; later ones overwrite earlier ones where they overlap.
+
+    Returns:
+        cond_latents (B, C, T', H', W'): clean conditioning latents, zeros where nothing is given.
+        cond_sigma (T',): noise level each latent frame is held at; 0 = kept clean, 1 = unconditioned (generated).
+    """
+    B, C, T_, H_, W_ = latent_shape
+    cond_latents = torch.zeros(latent_shape, device=device, dtype=dtype)
+    cond_sigma = torch.ones(T_, device=device, dtype=torch.float32)
+    for cond in conditions:
+        if not 0.0 <= cond.strength <= 1.0:
+            raise ValueError(f"Condition `strength` must be in [0, 1], got {cond.strength}.")
+        if cond.latents.shape[0] not in (1, B) or tuple(cond.latents.shape[3:]) != (H_, W_):
+            raise ValueError(
+                f"Condition latents {tuple(cond.latents.shape)} do not fit latents {tuple(latent_shape)} "
+                "(batch 1 or B, same height and width)."
+            )
+        end = min(T_, cond.latent_index + cond.latents.shape[2])
+        span = end - cond.latent_index
+        cond_latents[:, :, cond.latent_index : end] = cond.latents[:, :, :span].to(device=device, dtype=dtype)
+        cond_sigma[cond.latent_index : end] = 1.0 - cond.strength
+    return cond_latents, cond_sigma
+
+
+def impose_condition(
+    latents: torch.Tensor,
+    cond_latents: torch.Tensor,
+    cond_sigma: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: float,
+    per_frame_timesteps: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Put the conditioning frames back at their noise level before a model call.
+
+    Frames whose `cond_sigma` is below the current `sigma` are replaced by `(1 - s) * cond + s * noise`, with `noise`
+    fixed for the whole sampling run. With `per_frame_timesteps` (models trained that way) s = `cond_sigma`, so clean
+    frames stay clean and the model is told each frame's level; otherwise (e.g. converted Wan 2.1) s = `sigma`, the
+    level the model is told for every frame (re-noised replacement).
+
+    Returns:
+        latents with the conditioning imposed, and the per-frame sigma (T',) the model should be told.
+    """
+    replace = cond_sigma < sigma  # (T',)
+    if not replace.any():
+        return latents, torch.full_like(cond_sigma, sigma)
+    frame_sigma = torch.where(replace, cond_sigma, torch.full_like(cond_sigma, sigma))
+    level = frame_sigma if per_frame_timesteps else torch.full_like(cond_sigma, sigma)
+    s = level.view(1, 1, -1, 1, 1).to(latents.dtype)
+    noised = (1 - s) * cond_latents + s * noise
+    latents = torch.where(replace.view(1, 1, -1, 1, 1), noised, latents)
+    return latents, level

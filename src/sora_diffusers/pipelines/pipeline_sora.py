@@ -1,0 +1,575 @@
+"""`SoraPipeline`: text-to-video with one denoising loop that also serves image-to-video, extension, loops,
+connecting clips, video-to-video editing and image generation (see `pipeline_sora_variants.py` for the thin wrappers).
+"""
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils import load_image, load_video, logging
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+
+from .conditioning import (
+    FrameCondition,
+    LatentCondition,
+    align_condition,
+    build_condition,
+    impose_condition,
+    nearest_valid_num_frames,
+    num_latent_frames,
+)
+from .pipeline_output import SoraPipelineOutput
+
+
+logger = logging.get_logger(__name__)
+
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+# Upper bound on text tokens when the tokenizer reports no usable `model_max_length` (UMT5's context, as Wan uses).
+DEFAULT_MAX_SEQUENCE_LENGTH = 512
+VIDEO_FILE_EXTENSIONS = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
+
+
+class SoraPipeline(DiffusionPipeline):
+    r"""
+    Text-to-video generation with `DiTVideoTransformer3D` and `SpacetimeVAE`, conditioned on any images or clips.
+
+    Args:
+        tokenizer: any `transformers` tokenizer matching `text_encoder`.
+        text_encoder: any `transformers` text encoder whose output has `last_hidden_state` (T5/UMT5 encoder, CLIP text
+            model, BERT-style encoders such as MiniLM).
+        transformer (`DiTVideoTransformer3D`): the denoiser.
+        vae (`SpacetimeVAE` or diffusers' `AutoencoderKLWan`): encodes and decodes videos.
+        scheduler: `SoraFlowMatchScheduler`, diffusers' `FlowMatchEulerDiscreteScheduler`, or `UniPCMultistepScheduler`
+            with flow sigmas.
+        default_height, default_width, default_num_frames: what `__call__` generates when not told; saved with the
+            pipeline so a checkpoint carries the sizes its model was trained at.
+    """
+
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(
+        self,
+        tokenizer,
+        text_encoder,
+        transformer,
+        vae,
+        scheduler,
+        default_height: int = 480,
+        default_width: int = 832,
+        default_num_frames: int = 81,
+    ):
+        super().__init__()
+        self.register_modules(
+            tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler
+        )
+        self.register_to_config(
+            default_height=default_height, default_width=default_width, default_num_frames=default_num_frames
+        )
+        self.vae_scale_factor_temporal = _vae_ratio(vae, "temporal")
+        self.vae_scale_factor_spatial = _vae_ratio(vae, "spatial")
+        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
+
+    # ---- properties read by callbacks ----------------------------------------------------------------------------
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` from a step-end callback to stop denoising early."""
+        return self._interrupt
+
+    # ---- text ----------------------------------------------------------------------------------------------------
+
+    def _encode_text(
+        self, prompt: list[str], max_sequence_length: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenise (pad to the longest prompt, truncate with a warning) and encode; returns (B, L, D) and mask (B, L)."""
+        inputs = self.tokenizer(
+            prompt,
+            padding="longest",
+            max_length=max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        full_length = self.tokenizer(prompt, padding="longest", return_tensors="pt").input_ids.shape[-1]
+        if full_length > inputs.input_ids.shape[-1]:
+            logger.warning(
+                f"A prompt is longer than `max_sequence_length`={max_sequence_length} tokens and was truncated "
+                f"({full_length} tokens)."
+            )
+        mask = inputs.attention_mask.to(device)
+        hidden = self.text_encoder(inputs.input_ids.to(device), attention_mask=mask).last_hidden_state
+        return hidden.to(dtype), mask
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        do_classifier_free_guidance: bool = True,
+        num_videos_per_prompt: int = 1,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        max_sequence_length: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Text hidden states and padding masks for the prompts (and the negative prompts under guidance).
+
+        Returns:
+            prompt_embeds (B*n, L, D), prompt_attention_mask (B*n, L), and the same two for the negative prompts
+            (padded to the same L) or `None` without guidance.
+        """
+        device = device or self._execution_device
+        dtype = dtype or self.text_encoder.dtype
+        max_sequence_length = max_sequence_length or _tokenizer_max_length(self.tokenizer)
+        if prompt_embeds is None:
+            prompt = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds, prompt_attention_mask = self._encode_text(prompt, max_sequence_length, device, dtype)
+        elif prompt_attention_mask is None:
+            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.long, device=device)
+        batch_size = prompt_embeds.shape[0]
+
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negative_prompt = negative_prompt or ""
+            negative_prompt = batch_size * [negative_prompt] if isinstance(negative_prompt, str) else negative_prompt
+            negative_prompt_embeds, negative_prompt_attention_mask = self._encode_text(
+                list(negative_prompt), max_sequence_length, device, dtype
+            )
+        elif do_classifier_free_guidance and negative_prompt_attention_mask is None:
+            negative_prompt_attention_mask = torch.ones(
+                negative_prompt_embeds.shape[:2], dtype=torch.long, device=device
+            )
+
+        if negative_prompt_embeds is not None:
+            length = max(prompt_embeds.shape[1], negative_prompt_embeds.shape[1])
+            prompt_embeds, prompt_attention_mask = _pad_tokens(prompt_embeds, prompt_attention_mask, length)
+            negative_prompt_embeds, negative_prompt_attention_mask = _pad_tokens(
+                negative_prompt_embeds, negative_prompt_attention_mask, length
+            )
+            negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_videos_per_prompt, dim=0)
+            negative_prompt_attention_mask = negative_prompt_attention_mask.repeat_interleave(num_videos_per_prompt, 0)
+        prompt_embeds = prompt_embeds.repeat_interleave(num_videos_per_prompt, dim=0)
+        prompt_attention_mask = prompt_attention_mask.repeat_interleave(num_videos_per_prompt, dim=0)
+        return prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
+
+    # ---- input checks --------------------------------------------------------------------------------------------
+
+    def check_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        height: int,
+        width: int,
+        num_frames: int,
+        prompt_embeds,
+        negative_prompt_embeds,
+        output_type: str,
+        guidance_scale: float,
+        num_inference_steps: int,
+        num_videos_per_prompt: int,
+        conditions,
+        strength: float,
+        callback_on_step_end_tensor_inputs,
+    ) -> None:
+        """Every check that needs no model work, so bad input fails in milliseconds with the argument's name."""
+        if prompt is None and prompt_embeds is None:
+            raise ValueError("Provide either `prompt` or `prompt_embeds`.")
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError("Provide either `prompt` or `prompt_embeds`, not both.")
+        if prompt is not None and not isinstance(prompt, str):
+            if not isinstance(prompt, (list, tuple)) or not all(isinstance(p, str) for p in prompt):
+                raise TypeError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}.")
+            if len(prompt) == 0:
+                raise ValueError("`prompt` is an empty list; give at least one prompt.")
+        batch = (1 if isinstance(prompt, str) else len(prompt)) if prompt is not None else prompt_embeds.shape[0]
+        if isinstance(negative_prompt, (list, tuple)) and len(negative_prompt) != batch:
+            raise ValueError(
+                f"`negative_prompt` has {len(negative_prompt)} entries but `prompt` has {batch}; give one per prompt "
+                "or a single string."
+            )
+        if negative_prompt_embeds is not None and prompt_embeds is not None:
+            if negative_prompt_embeds.shape[0] != prompt_embeds.shape[0]:
+                raise ValueError(
+                    f"`negative_prompt_embeds` batch {negative_prompt_embeds.shape[0]} != `prompt_embeds` batch "
+                    f"{prompt_embeds.shape[0]}."
+                )
+        r_t, r_s = self.vae_scale_factor_temporal, self.vae_scale_factor_spatial
+        multiple = r_s * self.transformer.config.patch_size[1]
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value < multiple or value % multiple:
+                lower = max(multiple, int(value) // multiple * multiple) if isinstance(value, int) else multiple
+                raise ValueError(
+                    f"`{name}` must be a positive multiple of {multiple} (VAE x{r_s} times patch "
+                    f"{self.transformer.config.patch_size[1]}), got {value}; nearest valid: {lower} or {lower + multiple}."
+                )
+        if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % r_t:
+            lower, upper = nearest_valid_num_frames(max(int(num_frames), 1), r_t)
+            raise ValueError(
+                f"`num_frames` must be 1 + k*{r_t} (the VAE compresses time {r_t}x after the first frame), got "
+                f"{num_frames}; nearest valid: {lower} or {upper}."
+            )
+        if num_latent_frames(num_frames, r_t) % self.transformer.config.patch_size[0]:
+            raise ValueError(
+                f"`num_frames`={num_frames} gives {num_latent_frames(num_frames, r_t)} latent frames, not a multiple "
+                f"of the transformer's temporal patch {self.transformer.config.patch_size[0]}."
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps}.")
+        if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+            raise ValueError(f"`num_videos_per_prompt` must be a positive int, got {num_videos_per_prompt}.")
+        if guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be >= 0 (<= 1 disables guidance), got {guidance_scale}.")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"`strength` must be in [0, 1], got {strength}.")
+        for i, cond in enumerate(conditions or []):
+            if not isinstance(cond, FrameCondition):
+                raise TypeError(f"`conditions[{i}]` must be a FrameCondition, got {type(cond).__name__}.")
+            if not 0.0 <= cond.strength <= 1.0:
+                raise ValueError(f"`conditions[{i}].strength` must be in [0, 1], got {cond.strength}.")
+            if not -num_frames <= cond.frame_index < num_frames:
+                raise ValueError(
+                    f"`conditions[{i}].frame_index` {cond.frame_index} is outside the output video of {num_frames} "
+                    f"frames (allowed: {-num_frames} .. {num_frames - 1})."
+                )
+            if isinstance(cond.frames, (str, os.PathLike)) and not os.path.isfile(cond.frames):
+                raise ValueError(f"`conditions[{i}].frames`: cannot read {str(cond.frames)!r} (no such file).")
+        unknown = set(callback_on_step_end_tensor_inputs or []) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` {sorted(unknown)} not in {self._callback_tensor_inputs}."
+            )
+
+    # ---- pixels <-> latents --------------------------------------------------------------------------------------
+
+    def preprocess_frames(self, frames: Any, height: int, width: int, name: str = "frames") -> torch.Tensor:
+        """Any image, clip or file path -> (B, 3, T, height, width) in [-1, 1]."""
+        if isinstance(frames, (str, os.PathLike)):
+            path = str(frames)
+            try:
+                frames = load_video(path) if path.lower().endswith(VIDEO_FILE_EXTENSIONS) else load_image(path)
+            except Exception as error:
+                raise ValueError(f"`{name}`: cannot read {path!r}: {error}") from error
+        if isinstance(frames, PIL.Image.Image) or (isinstance(frames, np.ndarray) and frames.ndim == 3):
+            return self.video_processor.preprocess(frames, height, width).unsqueeze(2)  # (1, 3, 1, H, W)
+        if isinstance(frames, torch.Tensor):
+            if frames.ndim == 3:  # (3, H, W) image
+                frames = frames[:, None]
+            if frames.ndim == 4:  # (3, T, H, W) clip
+                frames = frames[None]
+            if frames.ndim != 5 or frames.shape[1] != 3:
+                raise ValueError(
+                    f"`{name}` tensor must be (3, H, W), (3, T, H, W) or (B, 3, T, H, W), got {tuple(frames.shape)}."
+                )
+            B, C, T, H, W = frames.shape
+            flat = frames.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W)  # (B*T, 3, H, W)
+            flat = torch.nn.functional.interpolate(flat.float(), size=(height, width), mode="bilinear", antialias=True)
+            return flat.reshape(B, T, C, height, width).permute(0, 2, 1, 3, 4).clamp(-1, 1)
+        if isinstance(frames, (list, tuple)) or (isinstance(frames, np.ndarray) and frames.ndim == 4):
+            return self.video_processor.preprocess_video(frames, height, width)  # (B, 3, T, H, W)
+        raise TypeError(f"`{name}` must be an image, a clip or a file path, got {type(frames).__name__}.")
+
+    def encode_video(self, video: torch.Tensor, generator=None, sample: bool = False) -> torch.Tensor:
+        """(B, 3, T, H, W) pixels -> normalised latents (B, C, T', H', W') (posterior mode unless `sample`)."""
+        video = video.to(device=self._execution_device, dtype=self.vae.dtype)
+        posterior = self.vae.encode(video).latent_dist
+        latents = posterior.sample(generator) if sample else posterior.mode()
+        mean, std = _latent_stats(self.vae, latents)
+        return ((latents - mean) / std).float()
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents -> (B, 3, T, H, W) pixels in [-1, 1]."""
+        mean, std = _latent_stats(self.vae, latents)
+        latents = (latents * std + mean).to(self.vae.dtype)
+        return self.vae.decode(latents, return_dict=False)[0]
+
+    def encode_condition(self, condition: FrameCondition, num_frames: int, height: int, width: int, index: int = 0):
+        """A `FrameCondition` -> `LatentCondition` aligned with the VAE's causal frame groups."""
+        frames = self.preprocess_frames(condition.frames, height, width, name=f"conditions[{index}].frames")
+        r_t = self.vae_scale_factor_temporal
+        first, used, latent_index, video_start = align_condition(
+            condition.frame_index, frames.shape[2], num_frames, r_t
+        )
+        clip = frames[:, :, first : first + used]
+        if not video_start:
+            # A mid-video group of r frames is encoded after a copy of its first frame, whose lone latent is dropped:
+            # the remaining latents then cover exactly the clip's groups of r frames.
+            clip = torch.cat([clip[:, :, :1], clip], dim=2)
+        latents = self.encode_video(clip)
+        return LatentCondition(latents if video_start else latents[:, :, 1:], latent_index, condition.strength)
+
+    def prepare_latents(self, shape, dtype, device, generator, latents: torch.Tensor | None = None) -> torch.Tensor:
+        if latents is not None:
+            if tuple(latents.shape) != tuple(shape):
+                raise ValueError(f"`latents` must have shape {tuple(shape)}, got {tuple(latents.shape)}.")
+            return latents.to(device=device, dtype=dtype)
+        if isinstance(generator, list) and len(generator) != shape[0]:
+            raise ValueError(f"Got {len(generator)} generators for a batch of {shape[0]} videos; give one per video.")
+        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+    # ---- the denoising loop --------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_frames: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 5.0,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
+        max_sequence_length: int | None = None,
+        conditions: list[FrameCondition] | None = None,
+        video: Any = None,
+        strength: float = 1.0,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+    ) -> SoraPipelineOutput | tuple:
+        r"""
+        Generate videos (or, with `num_frames=1`, images).
+
+        Args:
+            prompt, negative_prompt (`str` or `list[str]`): what to show / what to steer away from.
+            height, width (`int`): output size in pixels; multiples of VAE ratio x patch size (16 by default).
+                Defaults to the pipeline's `default_height` / `default_width`.
+            num_frames (`int`): output frames, 1 + k * VAE temporal ratio (1 = an image). Defaults to
+                `default_num_frames` (or the length of `video`).
+            num_inference_steps (`int`, defaults to 50), guidance_scale (`float`, defaults to 5.0): sampling steps
+                and classifier-free guidance (<= 1 disables it).
+            num_videos_per_prompt (`int`), generator (`torch.Generator`), latents (`torch.Tensor`): batch and noise.
+            prompt_embeds, negative_prompt_embeds (`torch.Tensor` (B, L, D)): precomputed text hidden states, with
+                optional `prompt_attention_mask` / `negative_prompt_attention_mask` (B, L).
+            output_type (`str`): "np", "pt", "pil" or "latent".
+            return_dict (`bool`): return a `SoraPipelineOutput` instead of a tuple.
+            attention_kwargs (`dict`): passed to the transformer (e.g. `{"scale": 0.8}` for LoRA).
+            callback_on_step_end, callback_on_step_end_tensor_inputs: called as `callback(pipe, i, t, kwargs)` after
+                each step; may return replacements for `latents`; set `pipe._interrupt = True` to stop early.
+            max_sequence_length (`int`): text token limit (longer prompts are truncated with a warning).
+            conditions (`list[FrameCondition]`): images or clips the video must contain, each at a frame index with
+                a strength (image-to-video, extension, loops, connecting clips).
+            video, strength: video-to-video editing (SDEdit): start from `video` noised to level `strength`
+                (1.0 = ignore the video's content, 0.0 = return it unchanged).
+        """
+        # 1. Check inputs
+        height = height or self.config.default_height
+        width = width or self.config.default_width
+        if num_frames is None:
+            num_frames = self.config.default_num_frames if video is None else _video_length(video)
+        self.check_inputs(
+            prompt, negative_prompt, height, width, num_frames, prompt_embeds, negative_prompt_embeds, output_type,
+            guidance_scale, num_inference_steps, num_videos_per_prompt, conditions, strength,
+            callback_on_step_end_tensor_inputs,
+        )  # fmt: skip
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        self._guidance_scale = guidance_scale
+        self._attention_kwargs = attention_kwargs
+        self._interrupt = False
+        device = self._execution_device
+        source = self.preprocess_frames(video, height, width, name="video") if video is not None else None
+        if source is not None and source.shape[2] != num_frames:
+            raise ValueError(f"`video` has {source.shape[2]} frames but `num_frames` is {num_frames}.")
+
+        # 2. Encode the prompts
+        prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask = self.encode_prompt(
+            prompt, negative_prompt, self.do_classifier_free_guidance, num_videos_per_prompt, prompt_embeds,
+            negative_prompt_embeds, prompt_attention_mask, negative_prompt_attention_mask, max_sequence_length, device,
+        )  # fmt: skip
+        transformer_dtype = self.transformer.dtype
+        prompt_embeds = prompt_embeds.to(transformer_dtype)
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds = negative_prompt_embeds.to(transformer_dtype)
+        batch_size = prompt_embeds.shape[0]
+
+        # 3. Encode the conditioning frames into one (cond_latents, cond_sigma) pair
+        r_s = self.vae_scale_factor_spatial
+        latent_shape = (
+            batch_size,
+            self.transformer.config.in_channels,
+            num_latent_frames(num_frames, self.vae_scale_factor_temporal),
+            height // r_s,
+            width // r_s,
+        )
+        encoded = [self.encode_condition(c, num_frames, height, width, i) for i, c in enumerate(conditions or [])]
+        cond_latents, cond_sigma = build_condition(latent_shape, encoded, device=device)
+
+        # 4. Prepare timesteps
+        seq_len = latent_shape[2] * latent_shape[3] * latent_shape[4] // np.prod(self.transformer.config.patch_size)
+        timesteps, first_step = self._prepare_timesteps(num_inference_steps, strength, device, int(seq_len))
+        self._num_timesteps = len(timesteps)
+
+        # 5. Prepare latents: pure noise, or the source video noised to the first step's level (SDEdit)
+        noise = self.prepare_latents(latent_shape, torch.float32, device, generator, latents)
+        if source is not None:
+            sigma_start = float(self.scheduler.sigmas[first_step])
+            source_latents = self.encode_video(source).repeat_interleave(batch_size // source.shape[0], dim=0)
+            latents = (1 - sigma_start) * source_latents + sigma_start * noise
+        else:
+            latents = noise.clone()
+        per_frame = bool(getattr(self.transformer.config, "per_frame_timesteps", False))
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+
+        # 6. Denoising loop
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                sigma = float(self.scheduler.sigmas[first_step + i])
+                latents, frame_sigma = impose_condition(latents, cond_latents, cond_sigma, noise, sigma, per_frame)
+                timestep = self._model_timestep(t, frame_sigma, per_frame, num_train_timesteps, batch_size)
+                noise_pred = self._predict(
+                    latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask
+                )
+                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+
+                if callback_on_step_end is not None:
+                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    latents = callback_outputs.pop("latents", latents)
+                    prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
+                progress_bar.update()
+
+        # 7. Conditioning frames given at strength 1 end exactly clean; decode
+        latents = torch.where((cond_sigma == 0).view(1, 1, -1, 1, 1), cond_latents, latents)
+        if output_type == "latent":
+            frames = latents
+        else:
+            frames = self.video_processor.postprocess_video(self.decode_latents(latents), output_type=output_type)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames,)
+        return SoraPipelineOutput(frames=frames)
+
+    def _prepare_timesteps(
+        self, num_inference_steps: int, strength: float, device, seq_len: int
+    ) -> tuple[torch.Tensor, int]:
+        """Set the scheduler's timesteps; with `strength` < 1 (video-to-video) skip the first (1 - strength) share."""
+        kwargs = {}
+        if self.scheduler.config.get("use_dynamic_shifting", False):
+            from ..schedulers.scheduling_flow_match import calculate_shift
+
+            kwargs["mu"] = calculate_shift(
+                seq_len,
+                self.scheduler.config.get("base_image_seq_len", 256),
+                self.scheduler.config.get("max_image_seq_len", 4096),
+                self.scheduler.config.get("base_shift", 0.5),
+                self.scheduler.config.get("max_shift", 1.15),
+            )
+        self.scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
+        timesteps = self.scheduler.timesteps
+        first_step = 0
+        if strength < 1.0:
+            first_step = min(int(round(num_inference_steps * (1.0 - strength))), num_inference_steps - 1)
+            timesteps = timesteps[first_step:]
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(first_step)
+        return timesteps, first_step
+
+    @staticmethod
+    def _model_timestep(t, frame_sigma, per_frame: bool, num_train_timesteps: int, batch_size: int) -> torch.Tensor:
+        """(B,) for one level per video, or (B, T') when frames sit at different levels and the model knows it."""
+        if per_frame and bool((frame_sigma != frame_sigma[0]).any()):
+            return (frame_sigma * num_train_timesteps).to(t.device).expand(batch_size, -1)
+        return t.expand(batch_size).float()
+
+    def _predict(self, latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask):
+        """The transformer's velocity, with classifier-free guidance as one batched call."""
+        model_input = latents.to(self.transformer.dtype)
+        if not self.do_classifier_free_guidance:
+            return self.transformer(
+                model_input, timestep, prompt_embeds, prompt_mask, attention_kwargs=self._attention_kwargs,
+                return_dict=False,
+            )[0].float()  # fmt: skip
+        both = self.transformer(
+            torch.cat([model_input, model_input]),
+            torch.cat([timestep, timestep]),
+            torch.cat([prompt_embeds, negative_prompt_embeds]),
+            torch.cat([prompt_mask, negative_mask]),
+            attention_kwargs=self._attention_kwargs,
+            return_dict=False,
+        )[0].float()
+        cond, uncond = both.chunk(2)
+        return uncond + self.guidance_scale * (cond - uncond)
+
+
+# ---- helpers --------------------------------------------------------------------------------------------------------
+
+
+def _vae_ratio(vae, kind: str) -> int:
+    """Compression ratio of our `SpacetimeVAE` (property) or diffusers' `AutoencoderKLWan` (config)."""
+    if vae is None:
+        return 4 if kind == "temporal" else 8
+    ratio = getattr(vae, f"{kind}_compression_ratio", None)
+    return int(ratio if ratio is not None else getattr(vae.config, f"scale_factor_{kind}"))
+
+
+def _latent_stats(vae, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel latent mean and std from the VAE config (zeros/ones if the VAE has none), shaped (1, C, 1, 1, 1)."""
+    C = latents.shape[1]
+    mean = getattr(vae.config, "latents_mean", None) or [0.0] * C
+    std = getattr(vae.config, "latents_std", None) or [1.0] * C
+    view = (1, C, 1, 1, 1)
+    as_tensor = lambda v: torch.tensor(v, device=latents.device, dtype=latents.dtype).view(view)  # noqa: E731
+    return as_tensor(mean), as_tensor(std)
+
+
+def _tokenizer_max_length(tokenizer) -> int:
+    length = getattr(tokenizer, "model_max_length", None)
+    return length if isinstance(length, int) and 0 < length <= 100_000 else DEFAULT_MAX_SEQUENCE_LENGTH
+
+
+def _pad_tokens(embeds: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad (B, L, D) embeddings and their (B, L) mask to `length` tokens."""
+    pad = length - embeds.shape[1]
+    if pad <= 0:
+        return embeds, mask
+    return torch.nn.functional.pad(embeds, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad))
+
+
+def _video_length(video: Any) -> int:
+    """Frame count of a clip given as a list, array, tensor (3, T, H, W)/(B, 3, T, H, W) or path; 1 for an image."""
+    if isinstance(video, (str, os.PathLike)):
+        if not os.path.isfile(video):
+            raise ValueError(f"`video`: cannot read {str(video)!r} (no such file).")
+        return len(load_video(str(video))) if str(video).lower().endswith(VIDEO_FILE_EXTENSIONS) else 1
+    if isinstance(video, (list, tuple)):
+        return len(video)
+    if isinstance(video, np.ndarray):
+        return video.shape[0] if video.ndim == 4 else 1
+    if isinstance(video, torch.Tensor):
+        return video.shape[-3] if video.ndim >= 4 else 1
+    return 1

@@ -1,0 +1,114 @@
+"""Thin task wrappers over `SoraPipeline`: each builds `conditions` and calls the one denoising loop."""
+
+from typing import Any
+
+import torch
+
+from .conditioning import FrameCondition
+from .pipeline_output import SoraPipelineOutput
+from .pipeline_sora import SoraPipeline, _video_length
+
+
+EXTENSION_MODES = ("forward", "backward", "loop", "connect")
+
+
+class SoraImageToVideoPipeline(SoraPipeline):
+    """Animate an image: the image is the first frame of the video."""
+
+    def __call__(
+        self, image: Any, prompt: str | list[str] | None = None, image_strength: float = 1.0, **kwargs
+    ) -> SoraPipelineOutput | tuple:
+        r"""
+        Args:
+            image: the first frame (PIL image, array, tensor or path).
+            prompt: what happens next.
+            image_strength (`float`, defaults to 1.0): 1.0 keeps the image exactly as frame 0.
+            **kwargs: any argument of `SoraPipeline.__call__` (`conditions` adds more frames).
+        """
+        conditions = [FrameCondition(image, 0, image_strength), *(kwargs.pop("conditions", None) or [])]
+        return super().__call__(prompt=prompt, conditions=conditions, **kwargs)
+
+
+class SoraVideoExtensionPipeline(SoraPipeline):
+    """Extend a clip forward or backward in time, loop it seamlessly, or connect it to a second clip.
+
+    The returned video holds the original frames and the new ones in time order (for "loop", the clip followed by
+    frames that lead back into its start).
+    """
+
+    def __call__(
+        self,
+        video: Any,
+        prompt: str | list[str] | None = None,
+        mode: str = "forward",
+        video_end: Any = None,
+        num_frames: int | None = None,
+        **kwargs,
+    ) -> SoraPipelineOutput | tuple:
+        r"""
+        Args:
+            video: the clip to extend (list of PIL frames, array (T, H, W, 3), tensor (3, T, H, W), or a path).
+            prompt: what happens in the new frames.
+            mode (`str`): "forward" (clip at the start, new frames after), "backward" (new frames before the clip,
+                which ends the video), "loop" (new frames after the clip that lead back into its first frames) or
+                "connect" (`video` at the start, `video_end` at the end, new frames in between).
+            video_end: the second clip, for "connect".
+            num_frames (`int`): frames of the whole output, clips included (1 + 4k); defaults to twice the clip,
+                rounded to a valid length.
+            **kwargs: any argument of `SoraPipeline.__call__`.
+        """
+        if mode not in EXTENSION_MODES:
+            raise ValueError(f"`mode` must be one of {EXTENSION_MODES}, got {mode!r}.")
+        if (mode == "connect") != (video_end is not None):
+            raise ValueError("`video_end` is required for mode='connect' and only used there.")
+        clip_length = _video_length(video)
+        end_length = _video_length(video_end) if video_end is not None else 0
+        r_t = self.vae_scale_factor_temporal
+        if num_frames is None:
+            num_frames = (2 * clip_length + end_length - 1) // r_t * r_t + 1
+        if num_frames <= clip_length + end_length + (r_t + 1 if mode == "loop" else 0):
+            raise ValueError(
+                f"`num_frames` ({num_frames}) must exceed the frames given ({clip_length + end_length}) so there is "
+                "something to generate."
+            )
+        conditions = {
+            "forward": [FrameCondition(video, 0)],
+            "backward": [FrameCondition(video, -clip_length)],
+            # the clip's first latent group again at the end, so the last new frame leads into frame 0
+            "loop": [FrameCondition(video, 0), FrameCondition(_head(video, r_t), -r_t)],
+            "connect": [FrameCondition(video, 0), FrameCondition(video_end, -end_length)],
+        }[mode]
+        output = super().__call__(prompt=prompt, num_frames=num_frames, conditions=conditions, **kwargs)
+        if mode == "loop" and kwargs.get("output_type", "np") != "latent":
+            # the last r_t frames repeat clip frames 1..r_t and the one before them stands for frame 0: drop all
+            output = _drop_last_frames(output, r_t + 1)
+        return output
+
+
+def _head(video: Any, num: int) -> Any:
+    """First `num` frames of frame 1 onwards of a clip (a whole latent group: frames 1 .. num)."""
+    if isinstance(video, str):
+        from diffusers.utils import load_video
+
+        video = load_video(video)
+    if isinstance(video, torch.Tensor):
+        return video[..., 1 : 1 + num, :, :]
+    return video[1 : 1 + num]
+
+
+def _drop_last_frames(output, num: int):
+    frames = output.frames if isinstance(output, SoraPipelineOutput) else output[0]
+    if isinstance(frames, list):
+        frames = [video[:-num] for video in frames]
+    elif frames.ndim == 5:  # np (B, T, H, W, 3) or pt (B, T, 3, H, W)
+        frames = frames[:, :-num]
+    return SoraPipelineOutput(frames=frames) if isinstance(output, SoraPipelineOutput) else (frames,)
+
+
+class SoraVideoToVideoPipeline(SoraPipeline):
+    """Edit a video (SDEdit): noise it to level `strength`, then denoise toward the prompt."""
+
+    def __call__(
+        self, video: Any, prompt: str | list[str] | None = None, strength: float = 0.6, **kwargs
+    ) -> SoraPipelineOutput | tuple:
+        return super().__call__(prompt=prompt, video=video, strength=strength, **kwargs)
