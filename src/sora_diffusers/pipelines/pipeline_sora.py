@@ -3,7 +3,8 @@ connecting clips, video-to-video editing and image generation (see `pipeline_sor
 """
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import PIL.Image
