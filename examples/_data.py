@@ -1,0 +1,267 @@
+"""Training data for the example scripts: the shapes world rendered on the fly, or any folder of captioned videos,
+batched so that every batch holds one (num_frames, height, width) bucket.
+
+A dataset here is a torch `Dataset` plus `bucket_ids` (one bucket index per item, known without decoding anything);
+`BucketBatchSampler` groups the items by bucket and `build_dataloader` wires both into a `DataLoader` whose workers
+render or decode the clips.
+"""
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from sora_diffusers.data import Bucket, ShapesWorldDataset, make_buckets
+
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bucketing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of indices that all share one bucket, reshuffled every epoch from `(seed, epoch)`.
+
+    Each epoch visits every index exactly once (with `drop_last=False`): the indices of each bucket are shuffled and cut
+    into batches, then the batches of all buckets are shuffled together. Call `set_epoch` before iterating, so a
+    resumed run sees the same order as the run it continues.
+
+    Args:
+        bucket_ids (`Sequence[int]`): the bucket of each dataset index.
+        batch_size (`int`): items per batch (a bucket's last batch may be smaller unless `drop_last`).
+        shuffle (`bool`): shuffle within buckets and across batches; `False` keeps index order.
+        drop_last (`bool`): drop each bucket's incomplete last batch.
+        seed (`int`): base of the per-epoch shuffle.
+    """
+
+    def __init__(
+        self, bucket_ids: Sequence[int], batch_size: int, shuffle: bool = True, drop_last: bool = False, seed: int = 0
+    ):
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be positive, got {batch_size}")
+        self.bucket_ids = np.asarray(bucket_ids, dtype=np.int64)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        batches = []
+        for bucket in np.unique(self.bucket_ids):
+            indices = np.flatnonzero(self.bucket_ids == bucket)
+            if self.shuffle:
+                indices = rng.permutation(indices)
+            for start in range(0, len(indices), self.batch_size):
+                batch = indices[start : start + self.batch_size]
+                if len(batch) == self.batch_size or not self.drop_last:
+                    batches.append(batch)
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self):
+        for batch in self._batches():
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        counts = np.bincount(self.bucket_ids) if len(self.bucket_ids) else np.array([], dtype=np.int64)
+        rounding = np.floor if self.drop_last else np.ceil
+        return int(sum(rounding(c / self.batch_size) for c in counts if c))
+
+
+def nearest_bucket(width: int, height: int, num_frames: int, buckets: Sequence[Bucket]) -> int | None:
+    """Index of the bucket closest in aspect ratio whose length fits the clip (the longest such), or `None` when the
+    clip is shorter than every bucket of that aspect ratio."""
+    log_ratio = math.log(width / height)
+    distance = [abs(math.log(b.width / b.height) - log_ratio) for b in buckets]
+    best = min(distance)
+    fitting = [i for i, b in enumerate(buckets) if distance[i] - best < 1e-6 and b.num_frames <= num_frames]
+    return max(fitting, key=lambda i: (buckets[i].num_frames, buckets[i].width * buckets[i].height), default=None)
+
+
+def resize_crop(video: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, T, height, width) float in [-1, 1]: scaled to cover the bucket, then center-cropped."""
+    frames = torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    H, W = frames.shape[-2:]
+    if (H, W) != (height, width):
+        scale = max(height / H, width / W)
+        size = (max(height, round(H * scale)), max(width, round(W * scale)))
+        frames = torch.nn.functional.interpolate(frames, size=size, mode="bilinear", antialias=True)
+        top, left = (size[0] - height) // 2, (size[1] - width) // 2
+        frames = frames[:, :, top : top + height, left : left + width]
+    return (frames / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3).contiguous()  # (3, T, height, width)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def shapes_dataset(
+    num_samples: int, buckets: Sequence[Bucket], seed: int, group_size: int
+) -> tuple[ShapesWorldDataset, np.ndarray]:
+    """The shapes world rendered on the fly; `group_size` consecutive indices share a bucket (so bucket ids cost
+    `num_samples / group_size` draws, not one per index)."""
+    dataset = ShapesWorldDataset(num_samples, buckets, seed=seed, bucket_group_size=group_size)
+    index = {bucket: i for i, bucket in enumerate(dataset.buckets)}
+    group_buckets = [index[dataset.bucket(start)] for start in range(0, num_samples, group_size)]
+    return dataset, np.repeat(group_buckets, group_size)[:num_samples]
+
+
+def _read_metadata(root: Path) -> list[dict]:
+    """Rows with `file_name` and `text` from metadata.jsonl / metadata.csv, else every video with its same-name .txt."""
+    if (root / "metadata.jsonl").is_file():
+        with open(root / "metadata.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    elif (root / "metadata.csv").is_file():
+        with open(root / "metadata.csv", encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = []
+        for path in sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES):
+            caption = path.with_suffix(".txt")
+            text = caption.read_text(encoding="utf-8").strip() if caption.is_file() else ""
+            rows.append({"file_name": path.name, "text": text})
+    missing = [row for row in rows if "file_name" not in row]
+    if missing:
+        raise ValueError(f"{root}: metadata rows need a `file_name` column; first bad row: {missing[0]}")
+    if not rows:
+        raise ValueError(f"{root} holds no videos ({', '.join(VIDEO_SUFFIXES)}) and no {' / '.join(METADATA_FILES)}")
+    return rows
+
+
+def _probe(path: Path, row: dict) -> tuple[int, int, int]:
+    """(width, height, num_frames) from the metadata row (`width`/`height`/`num_frames`, or inside `spec`), else from
+    the file's header (mp4: duration x fps, without decoding)."""
+    for source in (row, row.get("spec") or {}):
+        if all(k in source for k in ("width", "height", "num_frames")):
+            return int(source["width"]), int(source["height"]), int(source["num_frames"])
+    if path.suffix.lower() == ".gif":
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return image.width, image.height, getattr(image, "n_frames", 1)
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(str(path)) as reader:
+        meta = reader.get_meta_data()
+    num_frames = meta.get("nframes", math.inf)
+    if not math.isfinite(num_frames):
+        num_frames = round(meta["duration"] * meta["fps"])
+    return int(meta["size"][0]), int(meta["size"][1]), int(num_frames)
+
+
+def read_frames(path: Path, start: int, count: int) -> np.ndarray:
+    """Frames start .. start + count - 1 as (count, H, W, 3) uint8; a clip that ends early repeats its last frame."""
+    import imageio.v2 as imageio
+
+    frames = []
+    with imageio.get_reader(str(path)) as reader:
+        for i, frame in enumerate(reader):
+            if i >= start:
+                frame = np.asarray(frame)
+                frames.append(np.repeat(frame[..., None], 3, -1) if frame.ndim == 2 else frame[..., :3])
+            if len(frames) == count:
+                break
+    if not frames:
+        raise ValueError(f"{path}: no frames from frame {start}")
+    return np.stack(frames + [frames[-1]] * (count - len(frames)))
+
+
+class VideoFolderDataset(Dataset):
+    """Captioned videos from a folder: mp4/gif/... with same-name .txt captions, or a metadata.jsonl / metadata.csv with
+    `file_name` and `text` columns. Each clip goes to its nearest bucket (`nearest_bucket`); it is cut to the bucket's
+    length at a random start (`random_start`) and resized/center-cropped to its frame size.
+
+    Items: `{"video": (3, T, H, W) float in [-1, 1], "caption": str}`. `bucket_ids` gives each item's bucket.
+    """
+
+    def __init__(self, root: str | Path, buckets: Sequence[Bucket], random_start: bool = True):
+        self.root = Path(root)
+        self.buckets = list(buckets)
+        self.random_start = random_start
+        self.files, self.captions, self.lengths, bucket_ids = [], [], [], []
+        skipped = []
+        for row in _read_metadata(self.root):
+            path = self.root / row["file_name"]
+            width, height, num_frames = _probe(path, row)
+            bucket = nearest_bucket(width, height, num_frames, self.buckets)
+            if bucket is None:
+                skipped.append(row["file_name"])
+                continue
+            self.files.append(path)
+            self.captions.append(str(row.get("text") or ""))
+            self.lengths.append(num_frames)
+            bucket_ids.append(bucket)
+        if skipped:
+            logger.warning(f"{len(skipped)} clips are shorter than every bucket and are skipped, e.g. {skipped[:3]}")
+        if not self.files:
+            raise ValueError(f"{self.root}: no clip is long enough for the buckets {self.buckets}")
+        self.bucket_ids = np.asarray(bucket_ids)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        bucket = self.buckets[self.bucket_ids[index]]
+        spare = max(0, self.lengths[index] - bucket.num_frames)
+        start = int(torch.randint(spare + 1, ())) if self.random_start and spare else 0
+        frames = read_frames(self.files[index], start, bucket.num_frames)
+        return {"video": resize_crop(frames, bucket.width, bucket.height), "caption": self.captions[index]}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Assembly
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def buckets_from_args(args) -> list[Bucket]:
+    return make_buckets(args.resolution, tuple(args.num_frames), tuple(args.aspect_ratios), args.resolution_multiple)
+
+
+def build_dataset(args, group_size: int, random_start: bool = True) -> tuple[Dataset, np.ndarray]:
+    """The dataset the arguments ask for (`--data_dir` or the shapes world) and its bucket ids."""
+    buckets = buckets_from_args(args)
+    if args.data_dir:
+        dataset = VideoFolderDataset(args.data_dir, buckets, random_start=random_start)
+        return dataset, dataset.bucket_ids
+    return shapes_dataset(args.num_train_samples, buckets, args.seed, group_size)
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack tensors that share a shape, keep everything else (captions, specs, ragged tensors) as lists."""
+    batch = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        same_shape = all(torch.is_tensor(v) and v.shape == values[0].shape for v in values)
+        batch[key] = torch.stack(values) if same_shape else values
+    return batch
+
+
+def build_dataloader(dataset: Dataset, batch_sampler: BucketBatchSampler, num_workers: int) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )

@@ -1,0 +1,143 @@
+"""Latents for the text-to-video script: encoding clips (and their tail conditioning clips) with the frozen VAE, and
+an optional on-disk cache of them (`--cache_latents DIR`) so training runs without the VAE.
+
+The latents are the ones `SoraPipeline` uses at inference: normalised posterior means (`SoraPipeline.encode_video`).
+A clip at the head of a video is the head of its encoding (the VAE is causal); a clip at the tail is encoded on its own
+after a copy of its first frame (`SoraPipeline.encode_condition`), so the cache stores one such tail per clip, of a
+length fixed per clip (`cached_tail_length`).
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from _data import BucketBatchSampler, build_dataloader
+from torch.utils.data import Dataset, Subset
+from tqdm.auto import tqdm
+
+from sora_diffusers import SpacetimeVAE
+from sora_diffusers.training.conditioning_sampler import tail_clip_start, with_lead_frame
+
+
+CACHE_VERSION = 1
+_TAIL_STREAM = 7
+
+
+@torch.no_grad()
+def encode_clips(vae: SpacetimeVAE, video: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, H, W) in [-1, 1] -> normalised posterior means (B, C, T', H', W'), float32."""
+    z = vae.encode(video.to(vae.dtype)).latent_dist.mode()
+    return vae.normalize_latents(z).float()
+
+
+@torch.no_grad()
+def encode_tails(vae: SpacetimeVAE, video: torch.Tensor, tail_length: int) -> torch.Tensor:
+    """Latents of the clips that fill the last `tail_length` latent frames, encoded as the pipeline encodes a clip
+    placed mid-video: (B, 3, T, H, W) -> (B, C, tail_length, H', W')."""
+    num_latent_frames = 1 + (video.shape[2] - 1) // vae.temporal_compression_ratio
+    start = tail_clip_start(num_latent_frames, tail_length, vae.temporal_compression_ratio)
+    return encode_clips(vae, with_lead_frame(video[:, :, start:]))[:, :, 1:]
+
+
+def cached_tail_length(index: int, num_latent_frames: int, seed: int) -> int:
+    """The tail (in latent frames) cached for clip `index`: 1 .. T'-2, leaving room for a head and a generated frame
+    (1 for T' = 2, none for an image)."""
+    if num_latent_frames < 2:
+        return 0
+    if num_latent_frames == 2:
+        return 1
+    return int(np.random.default_rng([seed, index, _TAIL_STREAM]).integers(1, num_latent_frames - 1))
+
+
+class _Indexed(Dataset):
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[index], "index": index}
+
+
+def build_latent_cache(
+    cache_dir: str | Path, dataset: Dataset, bucket_ids: np.ndarray, vae: SpacetimeVAE, accelerator, info: dict, args
+) -> "CachedLatentDataset":
+    """Encode every clip of `dataset` once (each process takes every n-th clip; clips already cached are skipped, so
+    an interrupted build resumes) and return the cached dataset.
+
+    Raises:
+        ValueError: `cache_dir` holds a cache built from other data or another VAE (`info` differs).
+    """
+    cache_dir = Path(cache_dir)
+    info = {"version": CACHE_VERSION, "num_samples": len(dataset), **info}
+    info_path = cache_dir / "info.json"
+    if info_path.is_file():
+        found = json.loads(info_path.read_text(encoding="utf-8"))
+        if found != json.loads(json.dumps(info)):
+            raise ValueError(
+                f"--cache_latents {cache_dir} holds latents of other data or another VAE ({info_path}); "
+                "give a new folder or delete this one."
+            )
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+    mine = range(accelerator.process_index, len(dataset), accelerator.num_processes)
+    todo = [i for i in mine if not _cache_file(cache_dir, i).is_file()]
+    if todo:
+        sampler = BucketBatchSampler(bucket_ids[todo], args.train_batch_size, shuffle=False)
+        loader = build_dataloader(Subset(_Indexed(dataset), todo), sampler, args.dataloader_num_workers)
+        progress = tqdm(total=len(todo), desc="caching latents", disable=not accelerator.is_local_main_process)
+        for batch in loader:
+            _cache_batch(cache_dir, batch, vae, accelerator.device, args.seed)
+            progress.update(len(batch["index"]))
+        progress.close()
+    accelerator.wait_for_everyone()
+    return CachedLatentDataset(cache_dir, len(dataset))
+
+
+def _cache_batch(cache_dir: Path, batch: dict, vae: SpacetimeVAE, device, seed: int) -> None:
+    video = batch["video"].to(device)  # (B, 3, T, H, W)
+    latents = encode_clips(vae, video)  # (B, C, T', H', W')
+    lengths = [cached_tail_length(i, latents.shape[2], seed) for i in batch["index"]]
+    tails = {k: encode_tails(vae, video[[b for b, n in enumerate(lengths) if n == k]], k) for k in set(lengths) if k}
+    position = dict.fromkeys(tails, 0)
+    for b, index in enumerate(batch["index"]):
+        k = lengths[b]
+        tail = latents[b, :, :0]
+        if k:
+            tail, position[k] = tails[k][position[k]], position[k] + 1
+        record = {
+            "latents": latents[b].half().cpu(),
+            "tail_latents": tail.half().cpu().contiguous(),
+            "tail_length": k,
+            "caption": batch["caption"][b],
+        }
+        path = _cache_file(cache_dir, index)
+        torch.save(record, path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)  # never a half-written file under the final name
+
+
+def _cache_file(cache_dir: Path, index: int) -> Path:
+    return cache_dir / f"{index:08d}.pt"
+
+
+class CachedLatentDataset(Dataset):
+    """Items `{"latents": (C, T', H', W'), "tail_latents": (C, k, H', W'), "tail_length": k, "caption": str}`."""
+
+    def __init__(self, cache_dir: str | Path, num_samples: int):
+        self.cache_dir = Path(cache_dir)
+        self.num_samples = num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict:
+        record = torch.load(_cache_file(self.cache_dir, index), weights_only=True)
+        record["latents"] = record["latents"].float()
+        record["tail_latents"] = record["tail_latents"].float()
+        return record

@@ -1,0 +1,229 @@
+"""Train a `SpacetimeVAE` from scratch on the shapes world (rendered on the fly) or on any folder of captioned videos.
+
+Loss: L1 + MSE reconstruction of a posterior sample, plus a small KL term; a share of the batches are single frames
+(images), so the causal VAE learns frame 0 on its own as well as whole clips. The final model, saved into
+`--output_dir`, carries per-channel `latents_mean` / `latents_std` measured on the data, so its normalised latents have
+about unit variance for the diffusion transformer.
+
+    python examples/train_vae.py --output_dir runs/vae --resolution 64 --num_frames 17 33 --base_dim 32
+    accelerate launch examples/train_vae.py --output_dir runs/vae --mixed_precision bf16 ...
+
+See examples/README.md for every flag and what the run writes.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common / _data, also when imported from elsewhere
+
+from _common import (  # noqa: E402
+    MetricsLog,
+    build_parser,
+    check_args,
+    create_ema,
+    create_hub_repo,
+    create_optimizer,
+    load_json_config,
+    logger,
+    resume,
+    setup_accelerator,
+    step_generator,
+    to_uint8_video,
+    train_loop,
+    upload_to_hub,
+    write_video,
+)
+from _data import BucketBatchSampler, buckets_from_args, build_dataloader, build_dataset, shapes_dataset  # noqa: E402
+
+from sora_diffusers import SpacetimeVAE  # noqa: E402
+
+
+# A small VAE for the shapes world: 4x time, 8x space, 16 latent channels (Wan 2.1's layout at a third of its width).
+DEFAULT_VAE_CONFIG = dict(
+    latent_channels=16,
+    base_dim=32,
+    dim_mult=(1, 2, 4, 4),
+    num_res_blocks=1,
+    attn_scales=(),
+    temporal_downsample=(False, True, True),
+)
+VALIDATION_SEED_OFFSET = 1_000_003  # validation clips come from another seed than the training clips
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = build_parser("Train a SpacetimeVAE from scratch.")
+    p.set_defaults(learning_rate=2e-4, validation_steps=1000)
+    model = p.add_argument_group("model (flags override --vae_config)")
+    model.add_argument("--vae_config", default=None, help="JSON file or model folder with a SpacetimeVAE config")
+    model.add_argument("--latent_channels", type=int, default=None)
+    model.add_argument("--base_dim", type=int, default=None)
+    model.add_argument("--dim_mult", type=int, nargs="+", default=None)
+    model.add_argument("--num_res_blocks", type=int, default=None)
+    model.add_argument("--attn_scales", type=float, nargs="*", default=None)
+    model.add_argument("--temporal_downsample", type=int, nargs="+", default=None, help="0/1 per downsampling")
+    loss = p.add_argument_group("loss")
+    loss.add_argument("--l1_weight", type=float, default=1.0)
+    loss.add_argument("--mse_weight", type=float, default=1.0)
+    loss.add_argument("--kl_weight", type=float, default=1e-6, help="on the KL per latent element")
+    loss.add_argument("--image_prob", type=float, default=0.2, help="share of batches cut to one random frame")
+    val = p.add_argument_group("validation and latent statistics")
+    val.add_argument("--num_validation_videos", type=int, default=4)
+    val.add_argument("--stats_num_samples", type=int, default=64, help="clips encoded to measure latents_mean/std")
+    args = p.parse_args(argv)
+    check_args(args)
+    if not 0.0 <= args.image_prob <= 1.0:
+        raise ValueError(f"--image_prob must be in [0, 1], got {args.image_prob}")
+    return args
+
+
+def vae_config(args: argparse.Namespace) -> dict:
+    """Defaults, then --vae_config, then explicit flags. Latent statistics start empty (measured at the end)."""
+    config = {**DEFAULT_VAE_CONFIG, **load_json_config(args.vae_config)}
+    for key in ("latent_channels", "base_dim", "dim_mult", "num_res_blocks", "attn_scales", "temporal_downsample"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    config["temporal_downsample"] = tuple(bool(flag) for flag in config["temporal_downsample"])
+    return {**config, "latents_mean": None, "latents_std": None}
+
+
+class ReconstructionModel(nn.Module):
+    """The VAE's encode -> sample -> decode in one `forward`, so DDP sees (and synchronises) the whole pass."""
+
+    def __init__(self, vae: SpacetimeVAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(
+        self, video: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, T, H, W) -> reconstruction (same shape, in [-1, 1]) and the mean KL per latent element."""
+        posterior = self.vae.encode(video).latent_dist
+        recon = self.vae.decode(posterior.sample(generator)).sample
+        return recon, posterior.kl().sum() / posterior.mean.numel()
+
+
+def cut_to_images(video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """(B, 3, T, H, W) -> (B, 3, 1, H, W): one random frame of each clip."""
+    frames = torch.as_tensor(rng.integers(video.shape[2], size=video.shape[0]), device=video.device)
+    return video[torch.arange(video.shape[0], device=video.device), :, frames].unsqueeze(2)
+
+
+def psnr(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of videos in [-1, 1] (peak-to-peak 2)."""
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+
+
+def validation_clips(args: argparse.Namespace) -> list[torch.Tensor]:
+    """Fixed clips to reconstruct at each validation: unseen shapes-world clips, or the first clips of --data_dir."""
+    if args.data_dir:
+        dataset, _ = build_dataset(args, group_size=1, random_start=False)
+    else:
+        dataset, _ = shapes_dataset(
+            args.num_validation_videos, buckets_from_args(args), args.seed + VALIDATION_SEED_OFFSET, group_size=1
+        )
+    return [dataset[i]["video"] for i in range(min(args.num_validation_videos, len(dataset)))]
+
+
+@torch.no_grad()
+def measure_latent_stats(vae: SpacetimeVAE, dataset, num_samples: int, device) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the posterior means of `num_samples` clips (all latent positions pooled)."""
+    total = total_sq = count = 0
+    for index in range(min(num_samples, len(dataset))):
+        video = dataset[index]["video"][None].to(device, vae.dtype)  # (1, 3, T, H, W)
+        z = vae.encode(video).latent_dist.mode().double()  # (1, C, T', H', W')
+        total = total + z.sum(dim=(0, 2, 3, 4))
+        total_sq = total_sq + (z**2).sum(dim=(0, 2, 3, 4))
+        count += z[:, 0].numel()
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    accelerator = setup_accelerator(args, find_unused_parameters=args.image_prob > 0)
+    repo_id = create_hub_repo(args)
+
+    # 1. Model
+    vae = SpacetimeVAE(**vae_config(args))
+    vae.disable_temporal_chunking()  # whole clips at once: fastest for training-length clips
+    if args.gradient_checkpointing:
+        vae.enable_gradient_checkpointing()
+    model = ReconstructionModel(vae)
+    logger.info(f"SpacetimeVAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters")
+
+    # 2. Data, optimizer, EMA, resume
+    dataset, bucket_ids = build_dataset(args, group_size=args.train_batch_size)
+    batch_sampler = BucketBatchSampler(bucket_ids, args.train_batch_size, seed=args.seed)
+    dataloader = build_dataloader(dataset, batch_sampler, args.dataloader_num_workers)
+    optimizer, lr_scheduler = create_optimizer(model, args, accelerator)
+    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+    ema = create_ema(vae, args, accelerator)
+    metrics = MetricsLog(Path(args.output_dir) / "metrics.jsonl")
+    accelerator.register_for_checkpointing(metrics)
+    first_step = resume(accelerator, args)
+    if accelerator.is_main_process:
+        metrics.rewrite()
+    val_clips = validation_clips(args) if accelerator.is_main_process else []
+    calls = [first_step * args.gradient_accumulation_steps]
+
+    # 3. One micro-batch: reconstruct, weigh L1 + MSE + KL
+    def step_fn(batch: dict, step: int) -> dict[str, torch.Tensor]:
+        calls[0] += 1
+        rng = np.random.default_rng([args.seed, calls[0], accelerator.process_index])
+        video = batch["video"]
+        if rng.random() < args.image_prob:
+            video = cut_to_images(video, rng)
+        recon, kl = model(video, step_generator(rng, video.device))
+        error = recon.float() - video.float()
+        mse = error.square().mean()
+        loss = args.l1_weight * error.abs().mean() + args.mse_weight * mse + args.kl_weight * kl
+        return {"loss": loss, "mse": mse, "kl": kl.detach(), "psnr": psnr(mse.detach())}
+
+    # 4. Validation: original | reconstruction side by side, one mp4 per clip
+    def validate_fn(step: int) -> None:
+        scores = []
+        for i, clip in enumerate(val_clips):
+            clip = clip[None].to(accelerator.device)
+            z = vae.encode(clip).latent_dist.mode()
+            recon = vae.decode(z).sample.float()
+            scores.append(psnr((recon - clip).square().mean()).item())
+            side_by_side = torch.cat([clip[0], recon[0]], dim=-1)  # (3, T, H, 2W)
+            write_video(
+                to_uint8_video(side_by_side), Path(args.output_dir) / "validation" / f"step-{step:06d}_{i}.mp4"
+            )
+        if scores:
+            metrics.append({"step": step, "val_psnr": float(np.mean(scores))})
+            logger.info(f"step {step}: validation PSNR {np.mean(scores):.2f} dB")
+
+    last_step = train_loop(
+        accelerator, args, model, optimizer, lr_scheduler, dataloader, batch_sampler, step_fn, validate_fn, ema,
+        metrics, first_step,
+    )  # fmt: skip
+
+    # 5. Final model: EMA weights, latent statistics measured on the data, saved into --output_dir
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(model).vae
+        if ema is not None:
+            ema.copy_to(final.parameters())
+        final.eval()
+        stats_data, _ = build_dataset(args, group_size=1, random_start=False)
+        mean, std = measure_latent_stats(final, stats_data, args.stats_num_samples, accelerator.device)
+        final.register_to_config(latents_mean=mean, latents_std=std)
+        final.save_pretrained(args.output_dir)
+        logger.info(f"Saved the VAE to {args.output_dir} (latent std {min(std):.3g} .. {max(std):.3g})")
+        upload_to_hub(args, repo_id)
+    accelerator.end_training()
+    last = next((r for r in reversed(metrics.records) if "loss" in r), {})
+    return {"first_step": first_step, "global_step": last_step, "output_dir": args.output_dir, "last_record": last}
+
+
+if __name__ == "__main__":
+    main()

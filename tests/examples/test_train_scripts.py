@@ -1,0 +1,357 @@
+"""The example training scripts end to end on a CPU (tiny models, 2-4 steps), their data bucketing, and the random
+frame-conditioning sampler they train with.
+
+Each script run goes through `main([...])` in this process: a tiny VAE (base_dim 8) on 32x32 shapes-world clips, then a
+2-layer DiT (width 24) on its latents. Runs use one torch thread: on a busy 2-core machine two threads spin-wait on
+each other and run several times slower.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+import _common  # noqa: E402
+import _data  # noqa: E402
+import _latents  # noqa: E402
+import train_text_to_video  # noqa: E402
+import train_vae  # noqa: E402
+
+from sora_diffusers import DiTVideoTransformer3D, FrameCondition, SoraPipeline, SpacetimeVAE  # noqa: E402
+from sora_diffusers.data import Bucket, make_buckets, read_video, write_dataset  # noqa: E402
+from sora_diffusers.training.conditioning_sampler import (  # noqa: E402
+    CONDITION_MODES,
+    normalize_condition_probs,
+    sample_condition_mask,
+    tail_clip_start,
+    tail_length_of,
+)
+
+
+COMMON_FLAGS = [
+    "--resolution", "32", "--num_train_samples", "24", "--dataloader_num_workers", "0", "--torch_threads", "1",
+    "--logging_steps", "1", "--checkpointing_steps", "2", "--validation_steps", "2", "--use_ema",
+]  # fmt: skip
+VAE_FLAGS = [
+    "--num_frames", "5", "9", "--base_dim", "8", "--dim_mult", "1", "2", "2", "2", "--latent_channels", "4",
+    "--num_validation_videos", "1", "--stats_num_samples", "3", "--image_prob", "0.5",
+]  # fmt: skip
+DIT_FLAGS = [
+    "--num_frames", "9", "--aspect_ratios", "square", "--num_layers", "2", "--num_attention_heads", "2",
+    "--attention_head_dim", "12", "--ffn_dim", "48", "--freq_dim", "32", "--validation_num_inference_steps", "2",
+    "--validation_prompts", "a red circle moving to the right",
+]  # fmt: skip
+
+
+def run(main, argv: list[str]) -> dict:
+    """`main(argv)`, then undo what a run leaves behind: accelerate's global state and torch's thread count."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    threads = torch.get_num_threads()
+    try:
+        return main(argv)
+    finally:
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    """A 3-step VAE run: checkpoint and validation at step 2, EMA, half of the batches images."""
+    out = tmp_path_factory.mktemp("vae")
+    result = run(train_vae.main, [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(out), "--max_train_steps", "3"])
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    return out, result, records
+
+
+@pytest.fixture(scope="module")
+def dit_run(vae_run, tmp_path_factory):
+    """A 3-step DiT run on the shapes world with gradient accumulation 2: checkpoint and validation at step 2, EMA."""
+    out = tmp_path_factory.mktemp("dit")
+    argv = [*COMMON_FLAGS, *DIT_FLAGS, "--vae", str(vae_run[0]), "--output_dir", str(out), "--max_train_steps", "3"]
+    result = run(train_text_to_video.main, [*argv, "--gradient_accumulation_steps", "2"])
+    return out, result, argv
+
+
+def _assert_readable_video(path: Path, width: int, height: int) -> None:
+    frames = read_video(path)
+    assert frames.ndim == 4 and frames.shape[1:] == (height, width, 3), frames.shape
+
+
+def _assert_readable_png(path: Path) -> None:
+    with Image.open(path) as image:
+        image.load()
+        assert image.size[0] > 100 and image.size[1] > 100
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# train_vae.py
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_vae_run_writes_checkpoints_validation_and_model(vae_run):
+    out, result, records = vae_run
+    assert result["global_step"] == 3
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    assert any("val_psnr" in r for r in records) and all(math.isfinite(r.get("psnr", 0.0)) for r in records)
+    assert (out / "checkpoint-2" / "model.safetensors").is_file()
+    assert (out / "checkpoint-2" / "ema" / "diffusion_pytorch_model.safetensors").is_file()
+    _assert_readable_png(out / "loss.png")
+    frames = read_video(out / "validation" / "step-000002_0.mp4")
+    sizes = {(b.height, 2 * b.width) for b in make_buckets(32, (5, 9))}  # original | reconstruction
+    assert frames.shape[1:3] in sizes, frames.shape
+
+    vae = SpacetimeVAE.from_pretrained(out)
+    assert len(vae.config.latents_mean) == 4 and all(s > 0 for s in vae.config.latents_std)
+    with torch.no_grad():
+        recon = vae(torch.zeros(1, 3, 5, 32, 32)).sample
+    assert recon.shape == (1, 3, 5, 32, 32) and torch.isfinite(recon).all()
+
+
+def test_vae_resume_continues_from_the_saved_step(vae_run, tmp_path):
+    import shutil
+
+    out, _, records = vae_run
+    resumed = tmp_path / "vae"
+    shutil.copytree(out, resumed)
+    argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(resumed), "--max_train_steps", "4"]
+    result = run(train_vae.main, [*argv, "--resume_from_checkpoint", "latest"])
+    assert result["first_step"] == 2 and result["global_step"] == 4
+    assert (resumed / "checkpoint-4").is_dir()
+    again = {r["step"]: r["loss"] for r in map(json.loads, open(resumed / "metrics.jsonl")) if "loss" in r}
+    assert sorted(again) == [1, 2, 3, 4]
+    first = {r["step"]: r["loss"] for r in records if "loss" in r}
+    # the same data order, random draws and weights as the uninterrupted run
+    assert again[3] == pytest.approx(first[3], rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# train_text_to_video.py
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_dit_run_writes_checkpoints_validation_and_pipeline(dit_run):
+    out, result, _ = dit_run
+    assert result["global_step"] == 3 and math.isfinite(result["last_record"]["loss"])
+    assert (out / "checkpoint-2" / "ema" / "diffusion_pytorch_model.safetensors").is_file()
+    _assert_readable_png(out / "loss.png")
+    for name in ("t2v_0", "i2v", "extend"):
+        _assert_readable_video(out / "validation" / f"step-000002_{name}.mp4", 64 if name != "t2v_0" else 32, 32)
+
+    pipe = SoraPipeline.from_pretrained(out)
+    assert isinstance(pipe.transformer, DiTVideoTransformer3D)
+    assert pipe.transformer.config.per_frame_timesteps is True
+    assert (pipe.config.default_height, pipe.config.default_width, pipe.config.default_num_frames) == (32, 32, 9)
+    pipe.set_progress_bar_config(disable=True)
+    image = torch.zeros(3, 32, 32)
+    video = pipe("a blue square", conditions=[FrameCondition(image, 0)], num_inference_steps=2, output_type="pt")
+    assert video.frames.shape == (1, 9, 3, 32, 32) and torch.isfinite(video.frames).all()
+
+
+def test_dit_resume_continues_from_the_saved_step(dit_run, tmp_path):
+    import shutil
+
+    out, _, argv = dit_run
+    shutil.copytree(out, tmp_path / "dit")
+    argv = [a if a != str(out) else str(tmp_path / "dit") for a in argv]
+    argv[argv.index("--max_train_steps") + 1] = "4"
+    resume = [*argv, "--gradient_accumulation_steps", "2", "--resume_from_checkpoint", "latest"]
+    result = run(train_text_to_video.main, resume)
+    assert result["first_step"] == 2 and result["global_step"] == 4
+    assert (tmp_path / "dit" / "checkpoint-4" / "ema").is_dir()
+    first = {r["step"]: r["loss"] for r in map(json.loads, open(out / "metrics.jsonl")) if "loss" in r}
+    again = {r["step"]: r["loss"] for r in map(json.loads, open(tmp_path / "dit" / "metrics.jsonl")) if "loss" in r}
+    assert sorted(again) == [1, 2, 3, 4] and again[3] == pytest.approx(first[3], rel=1e-4)
+
+
+def test_dit_trains_from_a_cached_folder_of_videos(vae_run, tmp_path):
+    data = write_dataset(tmp_path / "clips", 5, make_buckets(32, (9,), ("square", "portrait")), seed=3)
+    cache = tmp_path / "cache"
+    argv = [
+        *COMMON_FLAGS, *DIT_FLAGS, "--vae", str(vae_run[0]), "--data_dir", str(data), "--cache_latents", str(cache),
+        "--aspect_ratios", "square", "portrait", "--output_dir", str(tmp_path / "out"), "--max_train_steps", "2",
+        "--validation_steps", "0", "--checkpointing_steps", "100", "--condition_probs", "0", "0", "0", "1", "1",
+    ]  # fmt: skip
+    result = run(train_text_to_video.main, argv)
+    assert math.isfinite(result["last_record"]["loss"])
+    assert len(list(cache.glob("*.pt"))) == 5 and (cache / "info.json").is_file()
+    item = _latents.CachedLatentDataset(cache, 5)[0]
+    assert item["latents"].shape[:2] == (4, 3) and item["tail_length"] == 1 and item["caption"]
+    _assert_readable_video(tmp_path / "out" / "validation" / "step-000002_extend.mp4", 64, 32)
+
+
+def test_push_to_hub_fails_early_with_a_message(vae_run, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", offline)
+    argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(tmp_path), "--push_to_hub", "--hub_model_id", "me/vae"]
+    with pytest.raises(SystemExit, match="--push_to_hub: cannot create the Hub repo 'me/vae'"):
+        run(train_vae.main, argv)
+    assert not list(tmp_path.glob("checkpoint-*"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training latents == the pipeline's conditioning latents
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tail_length", [1, 2])
+def test_training_condition_latents_match_the_pipeline(vae_run, tail_length):
+    vae = SpacetimeVAE.from_pretrained(vae_run[0]).eval()
+    pipe = SoraPipeline(None, None, None, vae, None)
+    video = torch.rand(1, 3, 13, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 4 latent frames
+    latents = _latents.encode_clips(vae, video)
+
+    clip, latent_index, video_start = pipe.prepare_condition(FrameCondition(video[:, :, :5], 0), 13, 32, 32)
+    head = pipe.encode_condition(clip, latent_index, video_start, 1.0, 1)
+    assert head.latent_index == 0
+    torch.testing.assert_close(head.latents, latents[:, :, :2], rtol=1e-5, atol=1e-5)  # the clip's own first latents
+
+    start = tail_clip_start(4, tail_length, 4)
+    clip, latent_index, video_start = pipe.prepare_condition(FrameCondition(video[:, :, start:], start), 13, 32, 32)
+    tail = pipe.encode_condition(clip, latent_index, video_start, 1.0, 1)
+    assert tail.latent_index == 4 - tail_length
+    torch.testing.assert_close(_latents.encode_tails(vae, video, tail_length), tail.latents, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bucketing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_bucket_batch_sampler_keeps_one_bucket_per_batch(drop_last):
+    bucket_ids = np.random.default_rng(0).integers(0, 4, size=103)
+    sampler = _data.BucketBatchSampler(bucket_ids, batch_size=5, drop_last=drop_last, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert all(len({bucket_ids[i] for i in batch}) == 1 for batch in batches)
+    seen = sorted(i for batch in batches for i in batch)
+    if drop_last:
+        assert all(len(batch) == 5 for batch in batches) and len(set(seen)) == len(seen)
+    else:
+        assert seen == list(range(103))
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # reshuffled per epoch ...
+    sampler.set_epoch(0)
+    assert list(sampler) == batches  # ... and reproducible
+
+
+def test_nearest_bucket_and_resize_crop():
+    buckets = make_buckets(64, (9, 17))  # landscape 64x32, portrait 32x64, square 64x64
+    assert buckets[_data.nearest_bucket(1920, 1080, 40, buckets)] == Bucket(64, 32, 17)
+    assert buckets[_data.nearest_bucket(300, 500, 12, buckets)] == Bucket(32, 64, 9)
+    assert _data.nearest_bucket(100, 100, 5, buckets) is None  # shorter than every bucket
+    video = np.random.default_rng(0).integers(0, 256, size=(9, 90, 160, 3), dtype=np.uint8)
+    clip = _data.resize_crop(video, 64, 32)
+    assert clip.shape == (3, 9, 32, 64) and clip.min() >= -1 and clip.max() <= 1
+
+
+def test_video_folder_reads_txt_captions_and_csv_metadata(tmp_path):
+    import csv
+
+    buckets = make_buckets(32, (5,), ("square", "portrait"))
+    data = write_dataset(tmp_path, 3, make_buckets(32, (9,), ("square", "portrait")), seed=1)
+    rows = [json.loads(line) for line in open(data / "metadata.jsonl")]
+    (data / "metadata.jsonl").unlink()  # now: mp4 + same-name .txt, sizes read from the file headers
+    dataset = _data.VideoFolderDataset(data, buckets)
+    assert dataset.captions == [row["text"] for row in rows]
+    for index in range(3):
+        bucket = buckets[dataset.bucket_ids[index]]
+        assert (bucket.width, bucket.height) == (rows[index]["spec"]["width"], rows[index]["spec"]["height"])
+        assert dataset[index]["video"].shape == (3, 5, bucket.height, bucket.width)
+
+    with open(data / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["file_name", "text"])
+        writer.writeheader()
+        writer.writerow({"file_name": "clip_000001.mp4", "text": "from the csv"})
+    dataset = _data.VideoFolderDataset(data, buckets)
+    assert len(dataset) == 1 and dataset.captions == ["from the csv"]
+
+
+def test_shapes_dataset_bucket_ids_match_the_rendered_clips():
+    buckets = make_buckets(32, (5, 9))
+    dataset, bucket_ids = _data.shapes_dataset(12, buckets, seed=0, group_size=3)
+    for index in (0, 4, 11):
+        bucket = buckets[bucket_ids[index]]
+        assert dataset[index]["video"].shape == (3, bucket.num_frames, bucket.height, bucket.width)
+
+
+def test_loss_curve_without_matplotlib(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    path = _common.plot_curve(list(range(1, 50)), [1.0 / s for s in range(1, 50)], tmp_path / "loss.png")
+    _assert_readable_png(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The condition sampler
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_condition_modes_follow_their_probabilities():
+    probs = {"none": 0.1, "image_head": 0.2, "clip_head": 0.3, "clip_tail": 0.25, "head_tail": 0.15}
+    rng = np.random.default_rng(0)
+    p = normalize_condition_probs(probs)
+    modes = [sample_condition_mask(9, rng, p)[0] for _ in range(4000)]
+    for mode in CONDITION_MODES:
+        assert abs(modes.count(mode) / len(modes) - probs[mode]) < 0.03, mode
+
+
+@pytest.mark.parametrize("num_latent_frames", [2, 3, 5, 9])
+def test_condition_masks_have_the_shape_of_their_mode(num_latent_frames):
+    T, rng = num_latent_frames, np.random.default_rng(1)
+    for mode in CONDITION_MODES:
+        for _ in range(50):
+            drawn, mask = sample_condition_mask(T, rng, {mode: 1.0})
+            assert mask.shape == (T,) and mask.dtype == torch.bool and not mask.all()
+            head = int(mask.int().cumprod(0).sum())  # leading True frames
+            tail = tail_length_of(mask)
+            assert head + tail == int(mask.sum()), "only a head and a tail are ever given"
+            expected = {
+                "none": (head, tail) == (0, 0),
+                "image_head": (head, tail) == (1, 0),
+                "clip_head": head >= 2 and tail == 0,
+                "clip_tail": head == 0 and tail >= 1,
+                "head_tail": head >= 1 and tail >= 1,
+            }
+            assert expected[drawn], (mode, drawn, mask)
+            if T >= 3:
+                assert drawn == mode  # every mode fits from 3 latent frames on
+    assert sample_condition_mask(2, rng, {"clip_head": 1.0})[0] == "image_head"
+    assert sample_condition_mask(2, rng, {"head_tail": 1.0})[0] == "clip_tail"
+    assert sample_condition_mask(1, rng, {"clip_tail": 1.0})[0] == "none"
+
+
+def test_condition_mask_with_a_fixed_tail():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        mode, mask = sample_condition_mask(6, rng, {"clip_tail": 1, "head_tail": 1}, tail_length=3)
+        assert tail_length_of(mask) == 3 and mask[:3].any() == (mode == "head_tail")
+    assert sample_condition_mask(6, rng, {"head_tail": 1}, tail_length=5)[0] == "clip_tail"  # no room for a head
+    with pytest.raises(ValueError):
+        sample_condition_mask(6, rng, None, tail_length=6)
+
+
+def test_tail_clip_start_matches_the_vae_grouping():
+    # latent j >= 1 covers pixel frames 4j-3 .. 4j: the last 2 of 5 latents start at pixel 9 of 17
+    assert tail_clip_start(5, 2, 4) == 9 and tail_clip_start(5, 4, 4) == 1
+    with pytest.raises(ValueError):
+        tail_clip_start(5, 5, 4)
+    with pytest.raises(ValueError):
+        normalize_condition_probs([0, 0, 0, 0, 0])
+    with pytest.raises(ValueError):
+        normalize_condition_probs({"everything": 1.0})
