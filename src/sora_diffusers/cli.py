@@ -1,0 +1,336 @@
+"""The `sora-diffusers` command line: generate videos and images, inspect a model.
+
+    sora-diffusers generate "a red circle moving right" -o circle.mp4 --seed 0
+    sora-diffusers generate "it rolls away" --image first.png -o rolls.mp4
+    sora-diffusers generate "it keeps going" --video clip.mp4 --mode extend-forward -o longer.mp4
+    sora-diffusers generate "from one to the other" --connect a.mp4 b.mp4 -o joined.mp4
+    sora-diffusers generate "a blue square" -o square.png              # one frame: an image
+    sora-diffusers info --model PATH
+
+Every argument is checked, and every input file read, before a model is loaded: mistakes print
+`sora-diffusers generate: error: ...` (argparse's form) and exit with status 2 at once, not after minutes of loading.
+`python -m sora_diffusers` runs the same command.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import PIL.Image
+import torch
+from diffusers import ConfigMixin
+
+from . import __version__
+from .default_model import default_model_path
+from .pipelines import (
+    SoraImageToVideoPipeline,
+    SoraPipeline,
+    SoraVideoExtensionPipeline,
+    SoraVideoToVideoPipeline,
+)
+from .pipelines.pipeline_sora import VIDEO_FILE_EXTENSIONS
+from .utils.export import IMAGE_SUFFIXES, VIDEO_SUFFIXES, export_to_image, export_to_video, load_video_frames
+
+
+PROG = "sora-diffusers"
+# --mode -> the `mode` of `SoraVideoExtensionPipeline` ("edit" uses `SoraVideoToVideoPipeline` instead)
+EXTENSION_MODES = {"extend-forward": "forward", "extend-backward": "backward", "loop": "loop"}
+VIDEO_MODES = (*EXTENSION_MODES, "edit")
+# Pipeline argument -> the option that sets it, so the pipeline's own input errors name what the user typed.
+OPTION_OF_ARGUMENT = {
+    "num_frames": "--num-frames",
+    "height": "--height",
+    "width": "--width",
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--guidance-scale",
+    "strength": "--strength",
+    "negative_prompt": "--negative-prompt",
+    "video": "--video",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line on `argv` (default: `sys.argv[1:]`); returns the exit status (argument errors exit 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.run(args, args.parser)  # the subcommand's parser reports errors, with its own usage line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    generate = commands.add_parser("generate", help="generate a video (or an image) from a prompt")
+    generate.set_defaults(run=_generate, parser=generate)
+    generate.add_argument("prompt", help="what the video shows")
+    generate.add_argument("-o", "--output", required=True, help="output file: .mp4, .gif, or .png for one frame")
+    _add_model_argument(generate)
+    size = generate.add_argument_group("size and sampling (defaults: the model's own)")
+    size.add_argument("--num-frames", type=_positive_int, help="frames, 1 + 4k for the default VAE (1 = an image)")
+    size.add_argument("--height", type=_positive_int, help="pixels, a multiple of 16 by default")
+    size.add_argument("--width", type=_positive_int, help="pixels, a multiple of 16 by default")
+    size.add_argument("--steps", type=_positive_int, help="denoising steps (default 50)")
+    size.add_argument(
+        "--guidance-scale", type=_non_negative_float, help="classifier-free guidance (default 5; <= 1 off)"
+    )
+    size.add_argument("--negative-prompt", help="what to steer away from")
+    size.add_argument("--seed", type=int, help="random seed; the same seed and options give the same output")
+    size.add_argument("--fps", type=_positive_float, default=16, help="frames per second of the output (default 16)")
+
+    inputs = generate.add_argument_group(
+        "prompting with images and videos (at most one of --image, --video, --connect)"
+    )
+    sources = inputs.add_mutually_exclusive_group()
+    sources.add_argument("--image", metavar="PATH", help="animate this image: it becomes the first frame")
+    sources.add_argument("--video", metavar="PATH", help="extend, loop or edit this clip (needs --mode)")
+    sources.add_argument("--connect", nargs=2, metavar=("PATH_A", "PATH_B"), help="generate frames from clip A to B")
+    inputs.add_argument("--mode", choices=VIDEO_MODES, help="what to do with --video")
+    inputs.add_argument("--strength", type=_unit_float, help="--mode edit: how much to change, 0 to 1 (default 0.6)")
+
+    hardware = generate.add_argument_group("hardware")
+    hardware.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    hardware.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (needs cuda)")
+
+    info = commands.add_parser("info", help="print a model's components and their configuration")
+    info.set_defaults(run=_info, parser=info)
+    _add_model_argument(info)
+    return parser
+
+
+def _add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        metavar="PATH_OR_REPO_ID",
+        help="a folder saved with `pipe.save_pretrained` or a Hub repo id (default: the model shipped in the package)",
+    )
+
+
+# ---- generate -------------------------------------------------------------------------------------------------------
+
+
+def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    # 1. Check everything that needs no model, and read the input files
+    _check_generate_arguments(args, parser)
+    model = _resolve_model(args.model, parser)
+    device = _resolve_device(args, parser)
+    pipeline_class, task_kwargs = _task(args, parser)
+
+    # 2. Load the pipeline of the task
+    pipe = _load(pipeline_class, model, parser)
+    if args.cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+
+    # 3. Generate
+    seed = args.seed
+    if seed is None:
+        seed = torch.Generator().seed()  # random, printed and recorded so the run can be repeated
+        print(f"{PROG}: seed {seed}", file=sys.stderr)
+    generator = torch.Generator(device).manual_seed(seed)
+    call_kwargs = {
+        name: value for name, value in {**_call_arguments(args), **task_kwargs}.items() if value is not None
+    }
+    try:
+        frames = pipe(**call_kwargs, generator=generator, output_type="np").frames[0]  # (T, H, W, 3) in [0, 1]
+    except ValueError as error:  # the pipeline's input checks (e.g. a frame count this VAE cannot produce)
+        parser.error(_with_option_names(str(error)))
+
+    # 4. Write the file atomically, with what made it
+    metadata = {
+        "software": f"{PROG} {__version__}",
+        "model": model,
+        "pipeline": pipeline_class.__name__,
+        "seed": seed,
+        "inputs": [path for _, path in _input_files(args)],
+        **{name: value for name, value in call_kwargs.items() if isinstance(value, (str, int, float))},
+    }
+    if Path(args.output).suffix.lower() in IMAGE_SUFFIXES:
+        path = export_to_image(frames[0], args.output, metadata=metadata)
+    else:
+        path = export_to_video(frames, args.output, fps=args.fps, metadata=metadata)
+    print(path)
+    return 0
+
+
+def _call_arguments(args: argparse.Namespace) -> dict:
+    """The pipeline arguments of the command line; `None` (option left out) means the model's default."""
+    writes_an_image = Path(args.output).suffix.lower() in IMAGE_SUFFIXES
+    return {
+        "prompt": args.prompt,
+        "negative_prompt": args.negative_prompt,
+        "num_frames": 1 if writes_an_image else args.num_frames,
+        "height": args.height,
+        "width": args.width,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+    }
+
+
+def _check_generate_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fail fast with the option's name on everything that can be checked without a model."""
+    output = Path(args.output)
+    suffix = output.suffix.lower()
+    if suffix not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
+        parser.error(f"-o/--output: cannot write {suffix or 'a file without extension'!r}; use .mp4, .gif or .png")
+    if output.is_dir():
+        parser.error(f"-o/--output: {args.output} is a directory; give a file name")
+    if not output.absolute().parent.is_dir():
+        parser.error(f"-o/--output: the directory {str(output.parent)!r} does not exist")
+    if not os.access(output.absolute().parent, os.W_OK):
+        parser.error(f"-o/--output: the directory {str(output.parent)!r} is not writable")
+    if args.mode is not None and args.video is None:
+        parser.error("--mode is only used with --video")
+    if args.video is not None and args.mode is None:
+        parser.error(f"--video needs --mode ({', '.join(VIDEO_MODES)})")
+    if args.strength is not None and args.mode != "edit":
+        parser.error("--strength is only used with --mode edit")
+    if suffix in IMAGE_SUFFIXES:
+        if args.image or args.video or args.connect:
+            parser.error("-o/--output: --image, --video and --connect make videos; write .mp4 or .gif")
+        if args.num_frames not in (None, 1):
+            parser.error(f"-o/--output: a {suffix} holds one frame but --num-frames is {args.num_frames}")
+    for option, path in _input_files(args):
+        if not Path(path).is_file():
+            parser.error(f"{option}: no such file: {path}")
+        if option != "--image" and not path.lower().endswith(VIDEO_FILE_EXTENSIONS):
+            parser.error(f"{option}: {path} is not a video ({', '.join(VIDEO_FILE_EXTENSIONS)})")
+
+
+def _input_files(args: argparse.Namespace) -> list[tuple[str, str]]:
+    files = [("--image", args.image), ("--video", args.video)]
+    files += [("--connect", path) for path in args.connect or []]
+    return [(option, path) for option, path in files if path is not None]
+
+
+def _task(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[type[SoraPipeline], dict]:
+    """The pipeline class for the request and its task-specific call arguments, with the input files read (so an
+    unreadable file is reported before the model is loaded)."""
+    if args.image is not None:
+        return SoraImageToVideoPipeline, {"image": _read_image(args.image, parser)}
+    if args.connect is not None:
+        start, end = (_read_video("--connect", path, parser) for path in args.connect)
+        return SoraVideoExtensionPipeline, {"video": start, "video_end": end, "mode": "connect"}
+    if args.mode == "edit":
+        video = _read_video("--video", args.video, parser)
+        return SoraVideoToVideoPipeline, {"video": video, "strength": args.strength}
+    if args.video is not None:
+        video = _read_video("--video", args.video, parser)
+        return SoraVideoExtensionPipeline, {"video": video, "mode": EXTENSION_MODES[args.mode]}
+    return SoraPipeline, {}
+
+
+def _read_image(path: str, parser: argparse.ArgumentParser) -> PIL.Image.Image:
+    try:
+        with PIL.Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as error:
+        parser.error(f"--image: cannot read {path}: {error}")
+
+
+def _read_video(option: str, path: str, parser: argparse.ArgumentParser) -> list[PIL.Image.Image]:
+    """RGB frames (the pipeline reads palette-mode gif frames from a path inconsistently, so we decode them here)."""
+    try:
+        frames = load_video_frames(path)  # (T, H, W, 3) uint8
+    except (OSError, ValueError, RuntimeError) as error:
+        parser.error(f"{option}: cannot read {path}: {error}")
+    return [PIL.Image.fromarray(frame) for frame in frames]
+
+
+def _with_option_names(message: str) -> str:
+    """Rename the pipeline's arguments in an error message to the options that set them (`num_frames` -> --num-frames)."""
+    for argument, option in OPTION_OF_ARGUMENT.items():
+        message = message.replace(f"`{argument}`", option)
+    return message
+
+
+# ---- info -----------------------------------------------------------------------------------------------------------
+
+
+def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    model = _resolve_model(args.model, parser)
+    pipe = _load(SoraPipeline, model, parser)
+    config = pipe.config
+    print(f"model: {model}")
+    print(f"pipeline: {type(pipe).__name__}")
+    print(f"defaults: {config.default_num_frames} frames of {config.default_width}x{config.default_height}")
+    for name, component in pipe.components.items():
+        description = type(component).__name__
+        if isinstance(component, torch.nn.Module):
+            description += f", {sum(p.numel() for p in component.parameters()) / 1e6:.2f} M parameters"
+        print(f"{name}: {description}")
+        if isinstance(component, ConfigMixin):  # diffusers components: their config is their __init__ arguments
+            for key, value in component.config.items():
+                if not key.startswith("_"):
+                    print(f"    {key}: {value}")
+    return 0
+
+
+# ---- shared ---------------------------------------------------------------------------------------------------------
+
+
+def _resolve_model(model: str | None, parser: argparse.ArgumentParser) -> str:
+    """--model as a local folder or a Hub repo id, or the embedded default model; checked without loading it."""
+    if model is None:
+        try:
+            return default_model_path()
+        except FileNotFoundError as error:
+            parser.error(str(error))
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            parser.error(f"--model: {model} has no model_index.json (save a pipeline with `pipe.save_pretrained`)")
+        return str(path)
+    # A Hub repo id is "name" or "owner/name"; anything else that does not exist is a mistyped folder.
+    if path.exists() or path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+        parser.error(f"--model: no such folder: {model}")
+    return model
+
+
+def _resolve_device(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    if args.cpu_offload and device == "cpu":
+        parser.error("--cpu-offload moves models between the CPU and a GPU; it needs a CUDA device")
+    return device
+
+
+def _load(pipeline_class: type[SoraPipeline], model: str, parser: argparse.ArgumentParser) -> SoraPipeline:
+    """Load the saved pipeline as `pipeline_class`: every Sora pipeline has the same components, so one folder serves
+    all tasks (a Hub id comes from the local Hugging Face cache when offline)."""
+    try:
+        return pipeline_class.from_pretrained(model)
+    except OSError as error:
+        parser.error(f"--model: cannot load {model}: {error}")
+
+
+# ---- option types: argparse reports a failure as "argument --steps: must be a positive integer, got '0'" ------------
+
+
+def _number(text: str, kind: type, accept, requirement: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not accept(value):
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _number(text, int, lambda value: value >= 1, "a positive integer")
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, float, lambda value: value > 0, "a positive number")
+
+
+def _non_negative_float(text: str) -> float:
+    return _number(text, float, lambda value: value >= 0, "a number >= 0")
+
+
+def _unit_float(text: str) -> float:
+    return _number(text, float, lambda value: 0 <= value <= 1, "a number from 0 to 1")

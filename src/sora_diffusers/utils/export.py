@@ -1,0 +1,229 @@
+"""Writing generated videos and images to disk atomically, with provenance metadata, and reading videos back.
+
+diffusers' `export_to_video` / `export_to_gif` are close, but we write our own for what they lack:
+- atomic writes: a crash or an error never leaves a half-written file, and an existing file is replaced only on
+  success (we write to a temporary file in the same directory, then `os.replace` it onto the target);
+- provenance metadata (prompt, seed, model) in the container: an mp4 `comment` tag, a gif comment, a png text chunk;
+- uint8 input (diffusers multiplies every array by 255) and tensors, and odd frame sizes (padded, not rescaled);
+- gif chosen by the file extension.
+Reading frames needs nothing more than diffusers' `load_video`, so `load_video_frames` wraps it; `load_metadata`
+reads the provenance back.
+"""
+
+import json
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import PIL.PngImagePlugin
+import torch
+from diffusers.utils import load_video
+
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+IMAGE_SUFFIXES = (".png",)
+# imageio-ffmpeg's 1-10 scale (8 = x264 crf 10): keeps small saturated shapes close to their colours after yuv420p.
+DEFAULT_MP4_QUALITY = 8
+
+
+def export_to_video(
+    frames: Any,
+    path: str | os.PathLike,
+    fps: float = 16,
+    quality: float = DEFAULT_MP4_QUALITY,
+    metadata: dict[str, Any] | None = None,
+) -> str:
+    r"""
+    Write a video as H.264 mp4 (yuv420p, which every player opens) or as a looping gif, chosen by `path`'s extension.
+
+    The file appears at `path` only once it is complete: it is written to a temporary file in the same directory and
+    moved onto `path` with `os.replace`. If writing fails, an existing file at `path` is left untouched and the
+    temporary file is removed.
+
+    Args:
+        frames: `np.ndarray` (T, H, W, 3) floats in [0, 1] or uint8, a list of PIL images, or `torch.Tensor`
+            (T, 3, H, W) / (T, H, W, 3) floats in [0, 1] (the pipeline's `output_type="pt"` video is (T, 3, H, W)).
+        path: where to write; ".mp4" or ".gif".
+        fps (`float`, defaults to 16): frames per second.
+        quality (`float`, defaults to 8): mp4 quality on imageio-ffmpeg's scale, 1 (smallest file) to 10 (best).
+        metadata (`dict`, *optional*): provenance (prompt, seed, model, ...), stored as JSON in the mp4's `comment`
+            tag or the gif's comment.
+
+    Returns:
+        `str`: `path`.
+
+    Notes:
+        mp4 (yuv420p) needs an even width and height: an odd frame size gets one more row or column, a copy of the
+        last one. gif stores 256 colours per frame, and Pillow merges consecutive identical frames into one longer
+        frame (playback is unchanged, but reading the file back yields fewer frames).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise ValueError(f"Cannot write a video to {str(path)!r}: the extension must be one of {VIDEO_SUFFIXES}.")
+    if fps <= 0:
+        raise ValueError(f"`fps` must be positive, got {fps}.")
+    video = frames_to_uint8(frames)
+    comment = json.dumps(metadata, ensure_ascii=False, sort_keys=True) if metadata else None
+    with _atomic_path(path) as temporary:
+        _VIDEO_WRITERS[suffix](video, temporary, fps, quality, comment)
+    return str(path)
+
+
+def export_to_image(image: Any, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> str:
+    """Write one frame as a png, atomically like `export_to_video`; `metadata` goes into a "Comment" text chunk.
+
+    Args:
+        image: a PIL image, `np.ndarray` (H, W, 3) or `torch.Tensor` (3, H, W) / (H, W, 3), floats in [0, 1] or uint8,
+            or a one-frame video in any form `export_to_video` accepts.
+
+    Returns:
+        `str`: `path`.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"Cannot write an image to {str(path)!r}: the extension must be one of {IMAGE_SUFFIXES}.")
+    if isinstance(image, PIL.Image.Image):
+        image = [image]
+    elif getattr(image, "ndim", None) == 3:
+        image = image[None]  # one image -> a one-frame video
+    video = frames_to_uint8(image)
+    if video.shape[0] != 1:
+        raise ValueError(f"An image is one frame, got {video.shape[0]}; write a video (.mp4, .gif) instead.")
+    info = PIL.PngImagePlugin.PngInfo()
+    if metadata:
+        info.add_itxt("Comment", json.dumps(metadata, ensure_ascii=False, sort_keys=True))
+    with _atomic_path(path) as temporary:
+        PIL.Image.fromarray(video[0]).save(temporary, format="PNG", pnginfo=info)
+    return str(path)
+
+
+def load_video_frames(path: str | os.PathLike) -> np.ndarray:
+    """Every frame of an mp4 or gif (or any video diffusers' `load_video` reads) as a (T, H, W, 3) uint8 array."""
+    return np.stack([np.asarray(frame.convert("RGB")) for frame in load_video(str(path))])
+
+
+def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The provenance `metadata` that `export_to_video` / `export_to_image` stored in a file ({} if there is none)."""
+    path = Path(path)
+    if path.suffix.lower() == ".mp4":
+        comment = _mp4_comment(path)
+    else:
+        with PIL.Image.open(path) as image:
+            comment = image.info.get("comment") or image.info.get("Comment")
+    if isinstance(comment, bytes):
+        comment = comment.decode()
+    return json.loads(comment) if comment else {}
+
+
+def _mp4_comment(path: Path) -> str | None:
+    """The `comment` tag, from ffmpeg's metadata dump (lines `key=value`, with `=;#\\` and newlines backslash-escaped)."""
+    import imageio_ffmpeg
+
+    dump = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in dump.splitlines():
+        if line.startswith("comment="):
+            return re.sub(r"\\(.)", r"\1", line.removeprefix("comment="))
+    return None
+
+
+def frames_to_uint8(frames: Any) -> np.ndarray:
+    """Any form `export_to_video` accepts -> (T, H, W, 3) uint8 (floats in [0, 1] are scaled, rounded and clipped)."""
+    if isinstance(frames, (list, tuple)):
+        frames = np.stack([np.asarray(f.convert("RGB") if isinstance(f, PIL.Image.Image) else f) for f in frames])
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu()
+        if frames.ndim == 4 and frames.shape[1] == 3 and frames.shape[-1] != 3:
+            frames = frames.permute(0, 2, 3, 1)  # (T, 3, H, W) -> (T, H, W, 3)
+        frames = frames.float().numpy() if frames.is_floating_point() else frames.numpy()
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(
+            f"Expected one video of shape (T, H, W, 3) (or (T, 3, H, W) as a tensor), got {frames.shape}; for a "
+            "pipeline output pass `output.frames[0]`."
+        )
+    if frames.dtype == np.uint8:
+        return frames
+    if not np.issubdtype(frames.dtype, np.floating):
+        raise ValueError(f"Expected floats in [0, 1] or uint8 frames, got dtype {frames.dtype}.")
+    return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+# ---- writers: (T, H, W, 3) uint8 -> file ----------------------------------------------------------------------------
+
+
+def _write_mp4(video: np.ndarray, path: Path, fps: float, quality: float, comment: str | None) -> None:
+    import imageio.v2 as imageio
+
+    output_params = ["-metadata", f"comment={comment}"] if comment else []
+    # macro_block_size=1: keep the exact size instead of letting imageio rescale to multiples of 16.
+    with imageio.get_writer(
+        path,
+        format="FFMPEG",
+        fps=fps,
+        codec="libx264",
+        quality=quality,
+        pixelformat="yuv420p",
+        macro_block_size=1,
+        output_params=output_params,
+        ffmpeg_log_level="error",
+    ) as writer:
+        for frame in _pad_to_even(video):
+            writer.append_data(frame)
+
+
+def _write_gif(video: np.ndarray, path: Path, fps: float, quality: float, comment: str | None) -> None:
+    images = [PIL.Image.fromarray(frame) for frame in video]
+    extra = {"comment": comment} if comment else {}
+    duration_ms = round(1000 / fps)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0, **extra)
+
+
+_VIDEO_WRITERS: dict[str, Callable[[np.ndarray, Path, float, float, str | None], None]] = {
+    ".mp4": _write_mp4,
+    ".gif": _write_gif,
+}
+
+
+def _pad_to_even(video: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) -> (T, H + H % 2, W + W % 2, 3), repeating the last row/column (yuv420p halves the chroma)."""
+    _, height, width, _ = video.shape
+    return np.pad(video, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+# ---- atomic replacement ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success move it onto `path`, on any error (Ctrl-C included) delete it.
+
+    The temporary name keeps the extension, so writers that pick the format from it still work, and starts with a
+    dot so a directory listing hides it while it is written. It is created by the writer itself, with the user's
+    umask, so the final file gets the same permissions as any other new file.
+    """
+    temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        yield temporary
+        _fsync(temporary)  # the data is on disk before the rename makes it visible
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as file:
+        os.fsync(file.fileno())

