@@ -8,6 +8,22 @@ from .pipeline_sora_variants import (
 )
 
 
+def _register_with_diffusers() -> None:
+    """Let `diffusers.DiffusionPipeline.from_pretrained(path)` reload a saved Sora pipeline (once this package is imported).
+
+    diffusers resolves the `_class_name` of model_index.json as an attribute of the `diffusers` module itself
+    (`pipelines/pipeline_loading_utils.py::_get_pipeline_class`); the only other route, a pipeline .py file saved in the
+    checkpoint, needs `trust_remote_code=True`. Names diffusers already has are left alone.
+    """
+    import diffusers
+
+    for cls in (SoraPipeline, SoraImageToVideoPipeline, SoraVideoExtensionPipeline, SoraVideoToVideoPipeline):
+        if cls.__name__ not in diffusers.__dict__:
+            setattr(diffusers, cls.__name__, cls)
+
+
+_register_with_diffusers()
+
 __all__ = [
     "FrameCondition",
     "LatentCondition",

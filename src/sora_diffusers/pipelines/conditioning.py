@@ -65,8 +65,11 @@ def align_condition(
         (first clip frame used, number of clip frames used, latent index, whether it is encoded as a video start)
 
     Raises:
-        ValueError: the frame index lies outside the output, or no whole latent frame of the clip fits.
+        ValueError: the clip is empty, the frame index lies outside the output, or no whole latent frame of the clip
+            fits.
     """
+    if clip_length < 1:
+        raise ValueError(f"A condition needs at least one frame, got a clip of {clip_length}.")
     start = frame_index + num_frames if frame_index < 0 else frame_index
     if not 0 <= start < num_frames:
         raise ValueError(
@@ -108,11 +111,13 @@ def build_condition(
     for cond in conditions:
         if not 0.0 <= cond.strength <= 1.0:
             raise ValueError(f"Condition `strength` must be in [0, 1], got {cond.strength}.")
-        if cond.latents.shape[0] not in (1, B) or tuple(cond.latents.shape[3:]) != (H_, W_):
+        if cond.latents.shape[0] not in (1, B) or (cond.latents.shape[1], *cond.latents.shape[3:]) != (C, H_, W_):
             raise ValueError(
                 f"Condition latents {tuple(cond.latents.shape)} do not fit latents {tuple(latent_shape)} "
-                "(batch 1 or B, same height and width)."
+                "(batch 1 or B, same channels, height and width)."
             )
+        if not 0 <= cond.latent_index < T_:
+            raise ValueError(f"Condition `latent_index` {cond.latent_index} is outside the {T_} latent frames.")
         end = min(T_, cond.latent_index + cond.latents.shape[2])
         span = end - cond.latent_index
         cond_latents[:, :, cond.latent_index : end] = cond.latents[:, :, :span].to(device=device, dtype=dtype)

@@ -10,11 +10,16 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.models import AutoencoderKLWan
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import load_image, load_video, logging
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..models.autoencoder_spacetime import SpacetimeVAE
+from ..models.transformer_sora import DiTVideoTransformer3D
 from .conditioning import (
     FrameCondition,
     LatentCondition,
@@ -54,13 +59,14 @@ class SoraPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
+    # The component annotations are read by diffusers: `from_pipe` only hands over a model whose class is listed here.
     def __init__(
         self,
-        tokenizer,
-        text_encoder,
-        transformer,
-        vae,
-        scheduler,
+        tokenizer: PreTrainedTokenizerBase,
+        text_encoder: PreTrainedModel,
+        transformer: DiTVideoTransformer3D,
+        vae: SpacetimeVAE | AutoencoderKLWan,
+        scheduler: SchedulerMixin,
         default_height: int = 480,
         default_width: int = 832,
         default_num_frames: int = 81,
@@ -118,6 +124,9 @@ class SoraPipeline(DiffusionPipeline):
             )
         mask = inputs.attention_mask.to(device)
         hidden = self.text_encoder(inputs.input_ids.to(device), attention_mask=mask).last_hidden_state
+        # zeros at padded tokens (as Wan's encode_prompt): a prompt's embeddings do not depend on its batch mates,
+        # and `_pad_tokens` pads with zeros too
+        hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
         return hidden.to(dtype), mask
 
     def encode_prompt(
@@ -191,6 +200,7 @@ class SoraPipeline(DiffusionPipeline):
         conditions,
         strength: float,
         callback_on_step_end_tensor_inputs,
+        video=None,
     ) -> None:
         """Every check that needs no model work, so bad input fails in milliseconds with the argument's name."""
         if prompt is None and prompt_embeds is None:
@@ -202,7 +212,7 @@ class SoraPipeline(DiffusionPipeline):
                 raise TypeError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}.")
             if len(prompt) == 0:
                 raise ValueError("`prompt` is an empty list; give at least one prompt.")
-        batch = (1 if isinstance(prompt, str) else len(prompt)) if prompt is not None else prompt_embeds.shape[0]
+        batch = _num_prompts(prompt, prompt_embeds)
         if isinstance(negative_prompt, (list, tuple)) and len(negative_prompt) != batch:
             raise ValueError(
                 f"`negative_prompt` has {len(negative_prompt)} entries but `prompt` has {batch}; give one per prompt "
@@ -244,6 +254,9 @@ class SoraPipeline(DiffusionPipeline):
             raise ValueError(f"`guidance_scale` must be >= 0 (<= 1 disables guidance), got {guidance_scale}.")
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"`strength` must be in [0, 1], got {strength}.")
+        if strength < 1.0 and video is None:
+            # without a source the skipped high-noise steps would leave pure noise at a low-noise level
+            raise ValueError(f"`strength`={strength} < 1 edits a `video`; pass one (or leave `strength` at 1.0).")
         for i, cond in enumerate(conditions or []):
             if not isinstance(cond, FrameCondition):
                 raise TypeError(f"`conditions[{i}]` must be a FrameCondition, got {type(cond).__name__}.")
@@ -267,11 +280,12 @@ class SoraPipeline(DiffusionPipeline):
     def preprocess_frames(self, frames: Any, height: int, width: int, name: str = "frames") -> torch.Tensor:
         """Any image, clip or file path -> (B, 3, T, height, width) in [-1, 1]."""
         if isinstance(frames, (str, os.PathLike)):
-            path = str(frames)
-            try:
-                frames = load_video(path) if path.lower().endswith(VIDEO_FILE_EXTENSIONS) else load_image(path)
-            except Exception as error:
-                raise ValueError(f"`{name}`: cannot read {path!r}: {error}") from error
+            frames = load_frames(frames, name)
+        # RGB: gif frames and user images may be palette, grey or RGBA, which the video processor keeps as they are
+        if isinstance(frames, PIL.Image.Image):
+            frames = frames.convert("RGB")
+        elif isinstance(frames, (list, tuple)) and all(isinstance(f, PIL.Image.Image) for f in frames):
+            frames = [f.convert("RGB") for f in frames]
         if isinstance(frames, PIL.Image.Image) or (isinstance(frames, np.ndarray) and frames.ndim == 3):
             return self.video_processor.preprocess(frames, height, width).unsqueeze(2)  # (1, 3, 1, H, W)
         if isinstance(frames, torch.Tensor):
@@ -305,20 +319,37 @@ class SoraPipeline(DiffusionPipeline):
         latents = (latents * std + mean).to(self.vae.dtype)
         return self.vae.decode(latents, return_dict=False)[0]
 
-    def encode_condition(self, condition: FrameCondition, num_frames: int, height: int, width: int, index: int = 0):
-        """A `FrameCondition` -> `LatentCondition` aligned with the VAE's causal frame groups."""
+    def prepare_condition(
+        self, condition: FrameCondition, num_frames: int, height: int, width: int, index: int = 0
+    ) -> tuple[torch.Tensor, int, bool]:
+        """Load a `FrameCondition` and cut it to the VAE's causal frame groups (no model work, so it fails early).
+
+        Returns:
+            the pixels to encode (B_c, 3, T_c, height, width), the latent frame they start at, and whether they start
+            the video (see `align_condition`).
+        """
         frames = self.preprocess_frames(condition.frames, height, width, name=f"conditions[{index}].frames")
-        r_t = self.vae_scale_factor_temporal
-        first, used, latent_index, video_start = align_condition(
-            condition.frame_index, frames.shape[2], num_frames, r_t
-        )
-        clip = frames[:, :, first : first + used]
+        try:
+            first, used, latent_index, video_start = align_condition(
+                condition.frame_index, frames.shape[2], num_frames, self.vae_scale_factor_temporal
+            )
+        except ValueError as error:
+            raise ValueError(f"`conditions[{index}]`: {error}") from error
+        return frames[:, :, first : first + used], latent_index, video_start
+
+    def encode_condition(
+        self, clip: torch.Tensor, latent_index: int, video_start: bool, strength: float, batch_size: int
+    ) -> LatentCondition:
+        """Pixels from `prepare_condition` -> `LatentCondition` for a batch of `batch_size` videos."""
         if not video_start:
             # A mid-video group of r frames is encoded after a copy of its first frame, whose lone latent is dropped:
             # the remaining latents then cover exactly the clip's groups of r frames.
             clip = torch.cat([clip[:, :, :1], clip], dim=2)
         latents = self.encode_video(clip)
-        return LatentCondition(latents if video_start else latents[:, :, 1:], latent_index, condition.strength)
+        latents = latents if video_start else latents[:, :, 1:]
+        return LatentCondition(
+            latents.repeat_interleave(batch_size // latents.shape[0], dim=0), latent_index, strength
+        )
 
     def prepare_latents(self, shape, dtype, device, generator, latents: torch.Tensor | None = None) -> torch.Tensor:
         if latents is not None:
@@ -391,7 +422,7 @@ class SoraPipeline(DiffusionPipeline):
         self.check_inputs(
             prompt, negative_prompt, height, width, num_frames, prompt_embeds, negative_prompt_embeds, output_type,
             guidance_scale, num_inference_steps, num_videos_per_prompt, conditions, strength,
-            callback_on_step_end_tensor_inputs,
+            callback_on_step_end_tensor_inputs, video,
         )  # fmt: skip
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -399,9 +430,26 @@ class SoraPipeline(DiffusionPipeline):
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
         device = self._execution_device
+        # Load and cut every image and clip and draw the noise now, so bad files, frame indices, generators or
+        # latents fail before any model work.
+        num_prompts = _num_prompts(prompt, prompt_embeds)
+        batch_size = num_prompts * num_videos_per_prompt
+        r_s = self.vae_scale_factor_spatial
+        latent_shape = (
+            batch_size,
+            self.transformer.config.in_channels,
+            num_latent_frames(num_frames, self.vae_scale_factor_temporal),
+            height // r_s,
+            width // r_s,
+        )
+        noise = self.prepare_latents(latent_shape, torch.float32, device, generator, latents)
         source = self.preprocess_frames(video, height, width, name="video") if video is not None else None
         if source is not None and source.shape[2] != num_frames:
             raise ValueError(f"`video` has {source.shape[2]} frames but `num_frames` is {num_frames}.")
+        _check_clip_batch(source, num_prompts, "video")
+        prepared = [self.prepare_condition(c, num_frames, height, width, i) for i, c in enumerate(conditions or [])]
+        for i, (clip, _, _) in enumerate(prepared):
+            _check_clip_batch(clip, num_prompts, f"conditions[{i}].frames")
 
         # 2. Encode the prompts
         prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask = self.encode_prompt(
@@ -412,18 +460,12 @@ class SoraPipeline(DiffusionPipeline):
         prompt_embeds = prompt_embeds.to(transformer_dtype)
         if negative_prompt_embeds is not None:
             negative_prompt_embeds = negative_prompt_embeds.to(transformer_dtype)
-        batch_size = prompt_embeds.shape[0]
 
         # 3. Encode the conditioning frames into one (cond_latents, cond_sigma) pair
-        r_s = self.vae_scale_factor_spatial
-        latent_shape = (
-            batch_size,
-            self.transformer.config.in_channels,
-            num_latent_frames(num_frames, self.vae_scale_factor_temporal),
-            height // r_s,
-            width // r_s,
-        )
-        encoded = [self.encode_condition(c, num_frames, height, width, i) for i, c in enumerate(conditions or [])]
+        encoded = [
+            self.encode_condition(clip, latent_index, video_start, cond.strength, batch_size)
+            for (clip, latent_index, video_start), cond in zip(prepared, conditions or [])
+        ]
         cond_latents, cond_sigma = build_condition(latent_shape, encoded, device=device)
 
         # 4. Prepare timesteps
@@ -431,8 +473,7 @@ class SoraPipeline(DiffusionPipeline):
         timesteps, first_step = self._prepare_timesteps(num_inference_steps, strength, device, int(seq_len))
         self._num_timesteps = len(timesteps)
 
-        # 5. Prepare latents: pure noise, or the source video noised to the first step's level (SDEdit)
-        noise = self.prepare_latents(latent_shape, torch.float32, device, generator, latents)
+        # 5. Prepare latents: the noise drawn in step 1, or the source video noised to the first step's level (SDEdit)
         if source is not None:
             sigma_start = float(self.scheduler.sigmas[first_step])
             source_latents = self.encode_video(source).repeat_interleave(batch_size // source.shape[0], dim=0)
@@ -456,7 +497,10 @@ class SoraPipeline(DiffusionPipeline):
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
-                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    # a loop, not a dict comprehension: before Python 3.12 a comprehension's locals() are its own
+                    callback_kwargs = {}
+                    for k in callback_on_step_end_tensor_inputs:
+                        callback_kwargs[k] = locals()[k]
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                     latents = callback_outputs.pop("latents", latents)
                     prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
@@ -494,7 +538,9 @@ class SoraPipeline(DiffusionPipeline):
         timesteps = self.scheduler.timesteps
         first_step = 0
         if strength < 1.0:
-            first_step = min(int(round(num_inference_steps * (1.0 - strength))), num_inference_steps - 1)
+            # strength 0 runs no step: the source latents (sigma = 0 after the last step) are returned unchanged
+            skipped = int(round(num_inference_steps * (1.0 - strength)))
+            first_step = num_inference_steps if strength == 0 else min(skipped, num_inference_steps - 1)
             timesteps = timesteps[first_step:]
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(first_step)
@@ -548,6 +594,21 @@ def _latent_stats(vae, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return as_tensor(mean), as_tensor(std)
 
 
+def _num_prompts(prompt: str | list[str] | None, prompt_embeds: torch.Tensor | None) -> int:
+    if prompt is None:
+        return prompt_embeds.shape[0]
+    return 1 if isinstance(prompt, str) else len(prompt)
+
+
+def _check_clip_batch(frames: torch.Tensor | None, num_prompts: int, name: str) -> None:
+    """A conditioning image/clip or source video is shared by all prompts (batch 1) or given once per prompt."""
+    if frames is not None and frames.shape[0] not in (1, num_prompts):
+        raise ValueError(
+            f"`{name}` holds a batch of {frames.shape[0]} clips for {num_prompts} prompts; give one clip for all "
+            "prompts or one per prompt."
+        )
+
+
 def _tokenizer_max_length(tokenizer) -> int:
     length = getattr(tokenizer, "model_max_length", None)
     return length if isinstance(length, int) and 0 < length <= 100_000 else DEFAULT_MAX_SEQUENCE_LENGTH
@@ -561,12 +622,22 @@ def _pad_tokens(embeds: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[
     return torch.nn.functional.pad(embeds, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad))
 
 
-def _video_length(video: Any) -> int:
+def load_frames(path: str | os.PathLike, name: str) -> PIL.Image.Image | list[PIL.Image.Image]:
+    """An image file -> PIL image, a video file -> list of PIL frames; unreadable -> ValueError naming argument `name`."""
+    path = str(path)
+    try:
+        return load_video(path) if path.lower().endswith(VIDEO_FILE_EXTENSIONS) else load_image(path)
+    except Exception as error:
+        raise ValueError(f"`{name}`: cannot read {path!r}: {error}") from error
+
+
+def _video_length(video: Any, name: str = "video") -> int:
     """Frame count of a clip given as a list, array, tensor (3, T, H, W)/(B, 3, T, H, W) or path; 1 for an image."""
     if isinstance(video, (str, os.PathLike)):
-        if not os.path.isfile(video):
-            raise ValueError(f"`video`: cannot read {str(video)!r} (no such file).")
-        return len(load_video(str(video))) if str(video).lower().endswith(VIDEO_FILE_EXTENSIONS) else 1
+        path = str(video)
+        if not os.path.isfile(path):
+            raise ValueError(f"`{name}`: cannot read {path!r} (no such file).")
+        return len(load_frames(path, name)) if path.lower().endswith(VIDEO_FILE_EXTENSIONS) else 1
     if isinstance(video, (list, tuple)):
         return len(video)
     if isinstance(video, np.ndarray):

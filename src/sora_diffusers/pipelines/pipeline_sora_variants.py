@@ -1,12 +1,13 @@
 """Thin task wrappers over `SoraPipeline`: each builds `conditions` and calls the one denoising loop."""
 
+import os
 from typing import Any
 
 import torch
 
 from .conditioning import FrameCondition
 from .pipeline_output import SoraPipelineOutput
-from .pipeline_sora import SoraPipeline, _video_length
+from .pipeline_sora import SoraPipeline, _video_length, load_frames
 
 
 EXTENSION_MODES = ("forward", "backward", "loop", "connect")
@@ -16,17 +17,25 @@ class SoraImageToVideoPipeline(SoraPipeline):
     """Animate an image: the image is the first frame of the video."""
 
     def __call__(
-        self, image: Any, prompt: str | list[str] | None = None, image_strength: float = 1.0, **kwargs
+        self,
+        image: Any,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        *,
+        image_strength: float = 1.0,
+        **kwargs,
     ) -> SoraPipelineOutput | tuple:
         r"""
         Args:
             image: the first frame (PIL image, array, tensor or path).
-            prompt: what happens next.
+            prompt, negative_prompt: what happens next / what to steer away from (diffusers' I2V order).
             image_strength (`float`, defaults to 1.0): 1.0 keeps the image exactly as frame 0.
             **kwargs: any argument of `SoraPipeline.__call__` (`conditions` adds more frames).
         """
+        if isinstance(image, (str, os.PathLike)):
+            image = load_frames(image, "image")  # here, so an unreadable file is reported as `image`
         conditions = [FrameCondition(image, 0, image_strength), *(kwargs.pop("conditions", None) or [])]
-        return super().__call__(prompt=prompt, conditions=conditions, **kwargs)
+        return super().__call__(prompt=prompt, negative_prompt=negative_prompt, conditions=conditions, **kwargs)
 
 
 class SoraVideoExtensionPipeline(SoraPipeline):
@@ -40,6 +49,8 @@ class SoraVideoExtensionPipeline(SoraPipeline):
         self,
         video: Any,
         prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        *,
         mode: str = "forward",
         video_end: Any = None,
         num_frames: int | None = None,
@@ -48,7 +59,7 @@ class SoraVideoExtensionPipeline(SoraPipeline):
         r"""
         Args:
             video: the clip to extend (list of PIL frames, array (T, H, W, 3), tensor (3, T, H, W), or a path).
-            prompt: what happens in the new frames.
+            prompt, negative_prompt: what happens in the new frames / what to steer away from.
             mode (`str`): "forward" (clip at the start, new frames after), "backward" (new frames before the clip,
                 which ends the video), "loop" (new frames after the clip that lead back into its first frames) or
                 "connect" (`video` at the start, `video_end` at the end, new frames in between).
@@ -62,7 +73,7 @@ class SoraVideoExtensionPipeline(SoraPipeline):
         if (mode == "connect") != (video_end is not None):
             raise ValueError("`video_end` is required for mode='connect' and only used there.")
         clip_length = _video_length(video)
-        end_length = _video_length(video_end) if video_end is not None else 0
+        end_length = _video_length(video_end, "video_end") if video_end is not None else 0
         r_t = self.vae_scale_factor_temporal
         if num_frames is None:
             num_frames = (2 * clip_length + end_length - 1) // r_t * r_t + 1
@@ -77,8 +88,10 @@ class SoraVideoExtensionPipeline(SoraPipeline):
             # the clip's first latent group again at the end, so the last new frame leads into frame 0
             "loop": [FrameCondition(video, 0), FrameCondition(_head(video, r_t), -r_t)],
             "connect": [FrameCondition(video, 0), FrameCondition(video_end, -end_length)],
-        }[mode]
-        output = super().__call__(prompt=prompt, num_frames=num_frames, conditions=conditions, **kwargs)
+        }[mode] + (kwargs.pop("conditions", None) or [])
+        output = super().__call__(
+            prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, conditions=conditions, **kwargs
+        )
         if mode == "loop" and kwargs.get("output_type", "np") != "latent":
             # the last r_t frames repeat clip frames 1..r_t and the one before them stands for frame 0: drop all
             output = _drop_last_frames(output, r_t + 1)
@@ -87,10 +100,8 @@ class SoraVideoExtensionPipeline(SoraPipeline):
 
 def _head(video: Any, num: int) -> Any:
     """First `num` frames of frame 1 onwards of a clip (a whole latent group: frames 1 .. num)."""
-    if isinstance(video, str):
-        from diffusers.utils import load_video
-
-        video = load_video(video)
+    if isinstance(video, (str, os.PathLike)):
+        video = load_frames(video, "video")
     if isinstance(video, torch.Tensor):
         return video[..., 1 : 1 + num, :, :]
     return video[1 : 1 + num]
@@ -109,6 +120,22 @@ class SoraVideoToVideoPipeline(SoraPipeline):
     """Edit a video (SDEdit): noise it to level `strength`, then denoise toward the prompt."""
 
     def __call__(
-        self, video: Any, prompt: str | list[str] | None = None, strength: float = 0.6, **kwargs
+        self,
+        video: Any,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        *,
+        strength: float = 0.6,
+        **kwargs,
     ) -> SoraPipelineOutput | tuple:
-        return super().__call__(prompt=prompt, video=video, strength=strength, **kwargs)
+        r"""
+        Args:
+            video: the clip to edit (list of PIL frames, array (T, H, W, 3), tensor (3, T, H, W), or a path).
+            prompt, negative_prompt: the edit / what to steer away from (diffusers' V2V order).
+            strength (`float`, defaults to 0.6): noise level the video starts from (1.0 ignores it, 0.0 returns its
+                VAE reconstruction).
+            **kwargs: any argument of `SoraPipeline.__call__`.
+        """
+        return super().__call__(
+            prompt=prompt, negative_prompt=negative_prompt, video=video, strength=strength, **kwargs
+        )

@@ -1,0 +1,286 @@
+"""The thin task pipelines: image-to-video, extension (forward, backward, loop, connect) and video-to-video.
+
+What "the conditioning frames are in the output" means with a causal VAE (4x time: latent 0 = pixel frame 0, latent j
+= pixel frames 4j-3 .. 4j) and tiny random weights, which reconstruct nothing (a clip and its round trip differ by ~0.9):
+
+- A clip at frame 0 (I2V, forward, loop, the first clip of connect): its latents are the clip's own encoding, and the
+  causal decoder gives pixel frames 0 .. 4k from latents 0 .. k alone, so those output frames equal
+  `vae.decode(vae.encode(clip))` up to float rounding (1e-5). The same frames of an unconditioned run with the same
+  seed are ~0.5 away, so the tolerance discriminates.
+- A clip placed later (backward, the head copy of loop, the second clip of connect) covers whole latent groups (see
+  `conditioning.align_condition`); its pixels decode after generated latents, which the causal decoder sees, so a
+  stand-alone round trip is not a reference (measured: 0.77 max abs, as far as an unconditioned run). What must match
+  exactly is the latent grid: those latent frames equal the VAE encoding of the clip's aligned frames, encoded after a
+  copy of their first frame (whose lone latent is dropped), and the pixels are the decode of that grid.
+"""
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+from diffusers.utils import export_to_video
+
+from sora_diffusers import (
+    SoraImageToVideoPipeline,
+    SoraPipeline,
+    SoraVideoExtensionPipeline,
+    SoraVideoToVideoPipeline,
+)
+
+from .conftest import HEIGHT, WIDTH, random_clip, seed
+
+
+STEPS = 2
+EXACT = 1e-5  # float rounding between two runs of the same VAE computation
+FAR = 0.1  # far more than rounding: what an unconditioned or different frame is away
+
+
+def run(pipe, *args, **kwargs):
+    kwargs = {"num_inference_steps": STEPS, "generator": seed(0), "output_type": "pt", **kwargs}
+    return pipe(*args, **kwargs).frames
+
+
+@torch.no_grad()
+def encode(vae, clip: torch.Tensor) -> torch.Tensor:
+    """(3, T, H, W) -> latents (1, C, T', H', W') (posterior mode; the tiny VAE has no latent normalisation)."""
+    return vae.encode(clip[None]).latent_dist.mode()
+
+
+@torch.no_grad()
+def decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Latents (1, C, T', H', W') -> frames (T, 3, H, W) in [0, 1], as `output_type="pt"` shows them."""
+    return (vae.decode(latents).sample[0].permute(1, 0, 2, 3) / 2 + 0.5).clamp(0, 1)
+
+
+def round_trip(vae, clip: torch.Tensor) -> torch.Tensor:
+    return decode(vae, encode(vae, clip))
+
+
+def encode_mid_video(vae, frames: torch.Tensor) -> torch.Tensor:
+    """Latents of whole groups of 4 frames placed after frame 0: encoded after a copy of their first frame."""
+    return encode(vae, torch.cat([frames[:, :1], frames], dim=1))[:, :, 1:]
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.fixture
+def clip():
+    return random_clip(9, seed_value=1)  # (3, 9, H, W)
+
+
+# ---- image-to-video -------------------------------------------------------------------------------------------------
+
+
+def test_image_to_video_keeps_the_image_as_frame_0(make_pipe, components, clip):
+    image = clip[:, 0]  # (3, H, W)
+    frames = run(make_pipe(SoraImageToVideoPipeline), image, "a red circle")[0]  # (9, 3, H, W)
+    assert frames.shape == (9, 3, HEIGHT, WIDTH)
+    reference = round_trip(components["vae"], image[:, None])[0]
+    assert max_diff(frames[0], reference) < EXACT
+    unconditioned = run(make_pipe(), "a red circle")[0]
+    assert max_diff(unconditioned[0], reference) > FAR  # same seed, no image: frame 0 is elsewhere
+    assert max_diff(frames[1:], unconditioned[1:]) > FAR  # the image steers the generated frames
+    assert min(max_diff(frames[t], frames[0]) for t in range(1, 9)) > FAR  # not a still image
+
+
+def test_image_to_video_from_pil_path_and_negative_prompt(make_pipe, clip, tmp_path):
+    pipe = make_pipe(SoraImageToVideoPipeline)
+    image = pipe.video_processor.postprocess(clip[:, 0][None], output_type="pil")[0]  # (W, H) = (48, 32)
+    image.save(tmp_path / "frame.png")
+    from_pil = run(pipe, image, "a red circle", "blurry", num_frames=5)
+    from_path = run(pipe, str(tmp_path / "frame.png"), "a red circle", negative_prompt="blurry", num_frames=5)
+    assert from_pil.shape == (1, 5, 3, HEIGHT, WIDTH)
+    assert torch.equal(from_pil, from_path)  # third positional argument is the negative prompt, as in diffusers
+
+
+def test_image_strength_below_one_lets_the_model_revise_frame_0(make_pipe, components, clip):
+    image = clip[:, 0]
+    reference = round_trip(components["vae"], image[:, None])[0]
+    revised = run(make_pipe(SoraImageToVideoPipeline), image, "x", image_strength=0.5, num_inference_steps=4)[0]
+    assert max_diff(revised[0], reference) > FAR
+
+
+def test_image_to_video_rejects_an_unreadable_image_before_model_work(make_pipe, forbid_model_work, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"no image")
+    for path in (tmp_path / "broken.png", tmp_path / "missing.png"):
+        with pytest.raises(ValueError, match=r"`image`: cannot read '.*\.png'"):
+            make_pipe(SoraImageToVideoPipeline)(str(path), "x")
+
+
+def test_from_pipe_shares_components_and_config(make_pipe, clip):
+    base = make_pipe()
+    i2v = SoraImageToVideoPipeline.from_pipe(base)
+    assert type(i2v) is SoraImageToVideoPipeline
+    for name, component in base.components.items():
+        assert i2v.components[name] is component
+    assert (i2v.config.default_height, i2v.config.default_width, i2v.config.default_num_frames) == (HEIGHT, WIDTH, 9)
+    i2v.set_progress_bar_config(disable=True)
+    image = clip[:, 0]
+    assert torch.equal(run(i2v, image, "x"), run(make_pipe(SoraImageToVideoPipeline), image, "x"))
+    assert type(SoraPipeline.from_pipe(i2v)) is SoraPipeline
+
+
+# ---- extension ------------------------------------------------------------------------------------------------------
+
+
+def test_extend_forward(make_pipe, components, clip):
+    """21 frames: the 9-frame clip at frames 0..8 (latents 0..2), new frames 9..20 (latents 3..5)."""
+    frames = run(make_pipe(SoraVideoExtensionPipeline), clip, "x", mode="forward", num_frames=21)[0]
+    assert frames.shape == (21, 3, HEIGHT, WIDTH)
+    reference = round_trip(components["vae"], clip)
+    assert max_diff(frames[:9], reference) < EXACT
+    unconditioned = run(make_pipe(), "x", num_frames=21)[0]
+    assert max_diff(unconditioned[:9], reference) > FAR
+    assert (frames[9:18] - reference).abs().mean() > FAR / 2  # the new frames are not a replay of the clip
+
+
+def test_extend_forward_default_length_is_about_twice_the_clip(make_pipe, clip):
+    frames = run(make_pipe(SoraVideoExtensionPipeline), clip, "x")
+    assert frames.shape == (1, 17, 3, HEIGHT, WIDTH)  # (2 * 9 - 1) // 4 * 4 + 1
+
+
+def test_extend_backward(make_pipe, components, clip):
+    """21 frames with the clip at the end (frame_index -9 = 12). Pixel 12 is not on a latent group boundary, so clip
+    frame 0 is generated and clip frames 1..8 become latents 4, 5 (pixels 13..20). Checked: those latent frames equal
+    the clip's frames 1..8 encoded after a copy of frame 1; latents 0..3 are generated; the pixel output is the decode
+    of that latent grid (the causal decoder sees the generated past, see the module docstring)."""
+    vae, pipe = components["vae"], make_pipe(SoraVideoExtensionPipeline)
+    latents = run(pipe, clip, "x", mode="backward", num_frames=21, output_type="latent")[0]
+    assert latents.shape == (4, 6, HEIGHT // 8, WIDTH // 8)
+    expected = encode_mid_video(vae, clip[:, 1:9])[0]  # (C, 2, H', W')
+    assert max_diff(latents[:, 4:], expected) < EXACT
+    t2v_latents = run(make_pipe(), "x", num_frames=21, output_type="latent")[0]
+    assert max_diff(t2v_latents[:, 4:], expected) > FAR
+    assert max_diff(latents[:, :4], t2v_latents[:, :4]) > FAR  # the clip steers the generated frames before it
+
+    frames = run(pipe, clip, "x", mode="backward", num_frames=21)[0]
+    assert frames.shape == (21, 3, HEIGHT, WIDTH)
+    assert max_diff(frames, decode(vae, latents[None])) < EXACT
+
+
+def test_extend_loop(make_pipe, components, clip):
+    """Loop in 21 frames: the clip at 0..8 (latents 0..2), new frames, and clip frames 1..4 again as the last latent
+    group (pixels 17..20, latent 5). The output drops those 4 frames and frame 16 (which stands for frame 0), leaving
+    16 frames that lead back into frame 0."""
+    vae, pipe = components["vae"], make_pipe(SoraVideoExtensionPipeline)
+    frames = run(pipe, clip, "x", mode="loop", num_frames=21)[0]
+    assert frames.shape == (16, 3, HEIGHT, WIDTH)
+    assert max_diff(frames[:9], round_trip(vae, clip)) < EXACT
+
+    latents = run(pipe, clip, "x", mode="loop", num_frames=21, output_type="latent")[0]
+    assert latents.shape[1] == 6  # latents keep the whole grid
+    assert max_diff(latents[:, 5:], encode_mid_video(vae, clip[:, 1:5])[0]) < EXACT
+    assert max_diff(latents[:, :3], encode(vae, clip)[0]) < EXACT
+    (np_frames,) = pipe(
+        clip, "x", mode="loop", num_frames=21, num_inference_steps=1, output_type="np", return_dict=False
+    )
+    assert np_frames.shape == (1, 16, HEIGHT, WIDTH, 3)
+
+
+def test_extend_connect(make_pipe, components, clip):
+    """Connect in 25 frames: `video` at 0..8 (latents 0..2), `video_end` at the end (-9 = 16; frames 1..8 of it become
+    latents 5, 6 = pixels 17..24), new frames in between (latents 3, 4)."""
+    vae, pipe = components["vae"], make_pipe(SoraVideoExtensionPipeline)
+    end = random_clip(9, seed_value=2)
+    frames = run(pipe, clip, "x", mode="connect", video_end=end, num_frames=25)[0]
+    assert frames.shape == (25, 3, HEIGHT, WIDTH)
+    assert max_diff(frames[:9], round_trip(vae, clip)) < EXACT
+
+    latents = run(pipe, clip, "x", mode="connect", video_end=end, num_frames=25, output_type="latent")[0]
+    assert latents.shape[1] == 7
+    assert max_diff(latents[:, 5:], encode_mid_video(vae, end[:, 1:9])[0]) < EXACT
+    assert max_diff(latents[:, 5:], encode_mid_video(vae, clip[:, 1:9])[0]) > FAR  # the end clip, not the start clip
+    assert max_diff(frames, decode(vae, latents[None])) < EXACT
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(mode="sideways"), r"`mode` must be one of \('forward', 'backward', 'loop', 'connect'\), got 'sideways'"),
+        (dict(mode="connect"), r"`video_end` is required for mode='connect'"),
+        (dict(mode="forward", video_end="{clip}"), r"`video_end` is required for mode='connect' and only used there"),
+        (dict(mode="forward", num_frames=9), r"`num_frames` \(9\) must exceed the frames given \(9\)"),
+        (dict(mode="loop", num_frames=13), r"`num_frames` \(13\) must exceed"),  # loop needs room for the head copy
+        (dict(mode="forward", num_frames=18), r"`num_frames` must be 1 \+ k\*4 .*nearest valid: 17 or 21"),
+        (dict(video="{tmp}/missing.mp4"), r"`video`: cannot read '.*missing\.mp4' \(no such file\)"),
+        (dict(mode="connect", video_end="{tmp}/missing.mp4"), r"`video_end`: cannot read '.*missing\.mp4'"),
+        (dict(video="{tmp}/broken.mp4"), r"`video`: cannot read '.*broken\.mp4'"),
+    ],
+)
+def test_extension_rejects_bad_input_before_model_work(make_pipe, forbid_model_work, clip, tmp_path, kwargs, match):
+    (tmp_path / "broken.mp4").write_bytes(b"no video")
+    values = {"clip": clip, "tmp": tmp_path}
+    kwargs = {k: (values["clip"] if v == "{clip}" else v.format(**values)) if isinstance(v, str) else v
+              for k, v in kwargs.items()}  # fmt: skip
+    video = kwargs.pop("video", clip)
+    with pytest.raises(ValueError, match=match):
+        make_pipe(SoraVideoExtensionPipeline)(video, "x", **kwargs)
+
+
+# ---- video-to-video -------------------------------------------------------------------------------------------------
+
+
+def test_video_to_video_strength_0_returns_the_reconstruction(make_pipe, components, clip, record_transformer):
+    frames = run(make_pipe(SoraVideoToVideoPipeline), clip, "x", strength=0.0)[0]
+    assert frames.shape == (9, 3, HEIGHT, WIDTH)
+    assert max_diff(frames, round_trip(components["vae"], clip)) < EXACT
+    assert record_transformer.calls == []  # no denoising step at all
+
+
+def test_video_to_video_strength_1_ignores_the_video(make_pipe, clip):
+    edited = run(make_pipe(SoraVideoToVideoPipeline), clip, "x", strength=1.0)
+    assert torch.equal(edited, run(make_pipe(), "x"))  # starts from pure noise: text-to-video with the same seed
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        None,
+        FlowMatchEulerDiscreteScheduler(shift=3.0),
+        UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
+    ],
+    ids=["sora", "flow_match_euler", "unipc"],
+)
+def test_video_to_video_half_strength(make_pipe, components, clip, record_transformer, scheduler):
+    """strength 0.5 of 4 steps: 2 steps run, starting from the video noised to the third sigma of the schedule."""
+    overrides = {} if scheduler is None else {"scheduler": scheduler}
+    pipe = make_pipe(SoraVideoToVideoPipeline, **overrides)
+    frames = run(pipe, clip, "x", strength=0.5, num_inference_steps=4)
+    assert frames.shape == (1, 9, 3, HEIGHT, WIDTH) and torch.isfinite(frames).all()
+    assert len(record_transformer.calls) == 2
+    first_timestep = record_transformer.calls[0][0][1]  # (2,): conditional and unconditional
+    torch.testing.assert_close(first_timestep.float(), pipe.scheduler.timesteps[2].float().expand(2))
+    reference = round_trip(components["vae"], clip)
+    assert max_diff(frames[0], reference) > FAR  # edited ...
+    assert (frames[0] - reference).abs().mean() < (run(make_pipe(), "x")[0] - reference).abs().mean()  # ... less
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        assert torch.equal(
+            frames, run(make_pipe(SoraVideoToVideoPipeline), clip, "x", strength=0.5, num_inference_steps=4)
+        )
+
+
+def test_video_to_video_from_a_file(make_pipe, clip, tmp_path):
+    path = export_to_video(list(((clip.permute(1, 2, 3, 0) + 1) / 2).numpy()), str(tmp_path / "clip.mp4"), fps=8)
+    frames = run(make_pipe(SoraVideoToVideoPipeline), path, "x", strength=0.5, num_inference_steps=2)
+    assert frames.shape == (1, 9, 3, HEIGHT, WIDTH)  # num_frames read from the file
+
+
+def test_palette_gif_and_non_rgb_images_are_read_as_rgb(make_pipe, clip, tmp_path):
+    """gif frames come back from diffusers' `load_video` as a mix of palette and RGB images, and a user's image may be
+    grey or RGBA: all are converted to RGB (the video processor would keep their modes and fail or misread them)."""
+    pipe = make_pipe(SoraVideoExtensionPipeline)
+    rgb = pipe.video_processor.postprocess(clip.permute(1, 0, 2, 3), output_type="pil")  # 9 RGB frames
+    palette = [frame.convert("P") for frame in rgb]
+    palette[0].save(tmp_path / "clip.gif", save_all=True, append_images=palette[1:])
+    from_gif = pipe.preprocess_frames(str(tmp_path / "clip.gif"), HEIGHT, WIDTH)
+    assert from_gif.shape == (1, 3, 9, HEIGHT, WIDTH)
+    expected = pipe.preprocess_frames([frame.convert("RGB") for frame in palette], HEIGHT, WIDTH)
+    torch.testing.assert_close(from_gif, expected, atol=2 / 255, rtol=0)  # gif re-quantises the palette slightly
+    assert run(pipe, str(tmp_path / "clip.gif"), "x", num_frames=13).shape == (1, 13, 3, HEIGHT, WIDTH)
+
+    grey, rgba = rgb[0].convert("L"), rgb[0].convert("RGBA")
+    torch.testing.assert_close(
+        pipe.preprocess_frames(grey, HEIGHT, WIDTH), pipe.preprocess_frames(grey.convert("RGB"), HEIGHT, WIDTH)
+    )
+    assert pipe.preprocess_frames(rgba, HEIGHT, WIDTH).shape == (1, 3, 1, HEIGHT, WIDTH)
