@@ -4,6 +4,8 @@ Each section converts one public checkpoint family into this package's format. C
 shapes and raise `ValueError` naming what does not fit; nothing is loaded silently or partially.
 """
 
+import re
+
 import torch
 
 from ..models.patching import conv3d_weight_to_linear
@@ -118,3 +120,101 @@ def load_converted_state_dict(model: torch.nn.Module, state_dict: dict[str, torc
             f"missing {missing[:8]}, unexpected {unexpected[:8]}, misshapen {misshapen[:8]}."
         )
     model.load_state_dict(state_dict, strict=True)
+
+
+# ---- SpacetimeVAE <- diffusers AutoencoderKLWan ----------------------------------------------------------------
+#
+# SpacetimeVAE's modules carry diffusers' names, so diffusers-layout Wan 2.1 VAE weights load as they are: every rule
+# below keeps its key (`\g<0>`). The table is still the complete vocabulary of a Wan 2.1 VAE checkpoint (regex, full
+# match -> `re.Match.expand` template), so anything else (Wan 2.2's residual blocks, `patch_size`, an original
+# `Wan2.1_VAE.pth`) is reported instead of silently dropped. Shapes are checked by `load_converted_state_dict`.
+
+_WAN_VAE_RESNET = r"(norm1|norm2)\.gamma|(conv1|conv2|conv_shortcut)\.(weight|bias)"
+_WAN_VAE_ATTENTION = r"norm\.gamma|(to_qkv|proj)\.(weight|bias)"
+WAN_VAE_KEY_MAP: dict[str, str] = {
+    r"(quant_conv|post_quant_conv)\.(weight|bias)": r"\g<0>",
+    r"(encoder|decoder)\.(conv_in|conv_out)\.(weight|bias)": r"\g<0>",
+    r"(encoder|decoder)\.norm_out\.gamma": r"\g<0>",
+    rf"(encoder|decoder)\.mid_block\.resnets\.[01]\.({_WAN_VAE_RESNET})": r"\g<0>",
+    rf"(encoder|decoder)\.mid_block\.attentions\.0\.({_WAN_VAE_ATTENTION})": r"\g<0>",
+    rf"encoder\.down_blocks\.\d+\.({_WAN_VAE_RESNET}|{_WAN_VAE_ATTENTION})": r"\g<0>",
+    r"encoder\.down_blocks\.\d+\.(resample\.1|time_conv)\.(weight|bias)": r"\g<0>",
+    rf"decoder\.up_blocks\.\d+\.resnets\.\d+\.({_WAN_VAE_RESNET})": r"\g<0>",
+    r"decoder\.up_blocks\.\d+\.upsamplers\.0\.(resample\.1|time_conv)\.(weight|bias)": r"\g<0>",
+}
+# diffusers `AutoencoderKLWan` config key -> `SpacetimeVAE` config key.
+WAN_VAE_CONFIG_MAP: dict[str, str] = {
+    "in_channels": "in_channels",
+    "out_channels": "out_channels",
+    "z_dim": "latent_channels",
+    "base_dim": "base_dim",
+    "dim_mult": "dim_mult",
+    "num_res_blocks": "num_res_blocks",
+    "attn_scales": "attn_scales",
+    "temperal_downsample": "temporal_downsample",
+    "dropout": "dropout",
+    "latents_mean": "latents_mean",
+    "latents_std": "latents_std",
+}
+# Module prefixes that only the original (non-diffusers) Wan 2.1 VAE layout has.
+_ORIGINAL_WAN_VAE_PREFIXES = ("encoder.downsamples.", "decoder.upsamples.", "encoder.middle.", "decoder.middle.")
+
+
+def _rename_keys(
+    state_dict: dict[str, torch.Tensor], key_map: dict[str, str]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename each key by the first rule of `key_map` that fully matches it; also return the keys no rule matched."""
+    rules = [(re.compile(pattern), template) for pattern, template in key_map.items()]
+    renamed, unmatched = {}, []
+    for key, value in state_dict.items():
+        for rule, template in rules:
+            match = rule.fullmatch(key)
+            if match is not None:
+                renamed[match.expand(template)] = value
+                break
+        else:
+            unmatched.append(key)
+    return renamed, sorted(unmatched)
+
+
+def convert_wan_vae_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers `AutoencoderKLWan` (Wan 2.1) state dict -> a `SpacetimeVAE` state dict (tensors shared, not copied).
+
+    Load the result with `load_converted_state_dict(vae, converted)`, which checks key counts and shapes against the
+    model before `load_state_dict(strict=True)`.
+
+    Raises `ValueError` listing every key that matches no rule of `WAN_VAE_KEY_MAP`, and for original-layout Wan
+    checkpoints (convert those with diffusers' `convert_wan_vae_to_diffusers` first).
+    """
+    original = sorted(key for key in state_dict if key.startswith(_ORIGINAL_WAN_VAE_PREFIXES))
+    if original:
+        raise ValueError(
+            f"Original Wan 2.1 VAE layout (keys like {original[:3]}); convert it to diffusers' layout first with "
+            "`diffusers.loaders.single_file_utils.convert_wan_vae_to_diffusers`."
+        )
+    converted, unmatched = _rename_keys(state_dict, WAN_VAE_KEY_MAP)
+    if unmatched:
+        raise ValueError(
+            f"{len(unmatched)} of {len(state_dict)} keys match no rule of WAN_VAE_KEY_MAP (not a Wan 2.1 VAE in "
+            f"diffusers' layout? Wan 2.2's residual VAE is not supported): {unmatched}"
+        )
+    if len(converted) != len(state_dict):
+        raise ValueError(f"WAN_VAE_KEY_MAP merged keys: {len(state_dict)} keys in, {len(converted)} out.")
+    return converted
+
+
+def wan_vae_config_to_spacetime(config: dict) -> dict:
+    """A diffusers `AutoencoderKLWan` config -> `SpacetimeVAE` keyword arguments.
+
+    Raises `ValueError` for options SpacetimeVAE does not have: Wan 2.2's `is_residual` and `patch_size`, and a
+    `decoder_base_dim` other than `base_dim`.
+    """
+    unsupported = {
+        "is_residual": bool(config.get("is_residual", False)),
+        "patch_size": config.get("patch_size") is not None,
+        "decoder_base_dim": config.get("decoder_base_dim") not in (None, config.get("base_dim")),
+    }
+    used = sorted(name for name, is_used in unsupported.items() if is_used)
+    if used:
+        raise ValueError(f"SpacetimeVAE reproduces the Wan 2.1 VAE; unsupported AutoencoderKLWan options: {used}.")
+    return {ours: config[theirs] for theirs, ours in WAN_VAE_CONFIG_MAP.items() if theirs in config}

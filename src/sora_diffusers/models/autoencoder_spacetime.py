@@ -1,0 +1,646 @@
+"""SpacetimeVAE: a causal 3D-convolution video VAE (Wan 2.1's architecture), encoded and decoded in temporal chunks.
+
+Shape letters: B batch, C channels, T frames, H height, W width; primes are after compression, with
+T' = 1 + (T - 1) / temporal_compression_ratio and H' = H / spatial_compression_ratio (frame 0 is encoded alone).
+
+Module names equal those of diffusers' `AutoencoderKLWan` (Wan 2.1 variant, `is_residual=False`), so a diffusers-format
+Wan VAE state dict loads unchanged (see `loaders/original_checkpoint.py::convert_wan_vae_state_dict`).
+"""
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import AutoencoderMixin, DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils.accelerate_utils import apply_forward_hook
+
+from .causal_conv import (
+    AttentionBlock,
+    CausalCache,
+    CausalConv3d,
+    ChannelRMSNorm,
+    MidBlock,
+    Resample,
+    ResidualBlock,
+    UpBlock,
+)
+
+
+# Wan 2.1's per-channel latent statistics (the defaults of diffusers' AutoencoderKLWan).
+WAN_LATENTS_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)  # fmt: skip
+WAN_LATENTS_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)  # fmt: skip
+# diffusers' AutoencoderKLWan tiling defaults, in sample pixels.
+DEFAULT_TILE_SAMPLE_MIN_SIZE = 256
+DEFAULT_TILE_SAMPLE_STRIDE = 192
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encoder and decoder. Every layer takes `(x, cache)`, x of shape (B, C, T, H, W); the layers are in causal_conv.py.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _run_layer(owner: nn.Module, layer: Callable, x: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
+    """`layer(x, cache)`, through gradient checkpointing when `owner` has it switched on and grad is enabled."""
+    if torch.is_grad_enabled() and owner.gradient_checkpointing:
+        return owner._gradient_checkpointing_func(layer, x, cache)
+    return layer(x, cache)
+
+
+# Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::WanEncoder3d
+class Encoder3d(nn.Module):
+    """(B, C_in, T, H, W) -> (B, out_channels, T', H', W'): conv_in, per level residual blocks (+ attention) and a
+    downsample, a middle block, then norm -> SiLU -> conv_out. Arguments as in `SpacetimeVAE`."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        base_dim: int,
+        dim_mult: Sequence[int],
+        num_res_blocks: int,
+        attn_scales: Sequence[float],
+        temporal_downsample: Sequence[bool],
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        dims = [base_dim * mult for mult in (1, *dim_mult)]
+        self.conv_in = CausalConv3d(in_channels, dims[0], 3, padding=1)
+
+        # 1. One level per `dim_mult` entry; all but the last end with a 2x downsample (and 2x in time if asked).
+        self.down_blocks = nn.ModuleList()
+        scale = 1.0  # resolution relative to the input, matched against `attn_scales`
+        for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            for _ in range(num_res_blocks):
+                self.down_blocks.append(ResidualBlock(in_dim, out_dim, dropout))
+                if scale in attn_scales:
+                    self.down_blocks.append(AttentionBlock(out_dim))
+                in_dim = out_dim
+            if level < len(dim_mult) - 1:
+                self.down_blocks.append(
+                    Resample(out_dim, "downsample3d" if temporal_downsample[level] else "downsample2d")
+                )
+                scale /= 2
+
+        # 2. Middle block and output head.
+        self.mid_block = MidBlock(dims[-1], dropout)
+        self.norm_out = ChannelRMSNorm(dims[-1])
+        self.conv_out = CausalConv3d(dims[-1], out_channels, 3, padding=1)
+        self.gradient_checkpointing = False
+
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        x = self.conv_in(x, cache)  # (B, base_dim, T, H, W)
+        for layer in self.down_blocks:
+            x = _run_layer(self, layer, x, cache)  # down to (B, C_top, T', H', W')
+        x = _run_layer(self, self.mid_block, x, cache)
+        x = self.conv_out(F.silu(self.norm_out(x)), cache)  # (B, out_channels, T', H', W')
+        if cache is not None:
+            cache.end_first_chunk()
+        return x
+
+
+# Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::WanDecoder3d
+class Decoder3d(nn.Module):
+    """(B, z_dim, T', H', W') -> (B, out_channels, T, H, W): conv_in, a middle block, per level residual blocks and
+    an upsample, then norm -> SiLU -> conv_out. Arguments as in `SpacetimeVAE`; `temporal_upsample` is the encoder's
+    `temporal_downsample` reversed."""
+
+    def __init__(
+        self,
+        z_dim: int,
+        out_channels: int,
+        base_dim: int,
+        dim_mult: Sequence[int],
+        num_res_blocks: int,
+        temporal_upsample: Sequence[bool],
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        dims = [base_dim * mult for mult in (dim_mult[-1], *reversed(dim_mult))]
+        self.conv_in = CausalConv3d(z_dim, dims[0], 3, padding=1)
+        self.mid_block = MidBlock(dims[0], dropout)
+
+        self.up_blocks = nn.ModuleList()
+        for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            in_dim = in_dim // 2 if level > 0 else in_dim  # the previous level's upsampler halved the channels
+            mode = None
+            if level < len(dim_mult) - 1:
+                mode = "upsample3d" if temporal_upsample[level] else "upsample2d"
+            self.up_blocks.append(UpBlock(in_dim, out_dim, num_res_blocks, dropout, mode))
+
+        self.norm_out = ChannelRMSNorm(dims[-1])
+        self.conv_out = CausalConv3d(dims[-1], out_channels, 3, padding=1)
+        self.gradient_checkpointing = False
+
+    def _head(self, x: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
+        return self.conv_out(F.silu(self.norm_out(x), inplace=True), cache)
+
+    def stream(
+        self, x: torch.Tensor, cache: CausalCache | None = None, max_frames: int | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Yield the decoded frames of `x` (B, z_dim, T', H', W') in time order, as (B, out_channels, n, H, W) blocks.
+
+        When a stage outputs more than `max_frames` frames (time upsampling doubles them), the following stages
+        take them `max_frames` at a time: no layer ever holds more than `max_frames` frames at its resolution.
+        """
+        stages = [self.conv_in, self.mid_block, *self.up_blocks, self._head]
+        yield from self._run_stages(x, stages, cache, max_frames)
+
+    def _run_stages(
+        self, x: torch.Tensor, stages: list[Callable], cache: CausalCache | None, max_frames: int | None
+    ) -> Iterator[torch.Tensor]:
+        for i, stage in enumerate(stages):
+            x = _run_layer(self, stage, x, cache)
+            if max_frames is not None and x.shape[2] > max_frames and i + 1 < len(stages):
+                for part in x.split(max_frames, dim=2):  # depth first: frame order is kept in every layer
+                    yield from self._run_stages(part, stages[i + 1 :], cache, max_frames)
+                return
+        yield x
+        if cache is not None:
+            cache.end_first_chunk()  # frame 0 has left the last stage
+
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        """Decode `x` in one piece (no splitting)."""
+        (frames,) = self.stream(x, cache)
+        return frames
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pure helpers: config and input checks, frame bookkeeping, spatial tiling.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _check_config(
+    in_channels: int,
+    out_channels: int,
+    latent_channels: int,
+    base_dim: int,
+    dim_mult: Sequence[int],
+    num_res_blocks: int,
+    temporal_downsample: Sequence[bool],
+    dropout: float,
+    latents_mean: Sequence[float] | None,
+    latents_std: Sequence[float] | None,
+) -> None:
+    """Raise `ValueError` naming the first bad `SpacetimeVAE` config value."""
+    counts = dict(in_channels=in_channels, out_channels=out_channels, latent_channels=latent_channels)
+    counts.update(base_dim=base_dim, num_res_blocks=num_res_blocks)
+    for name, value in counts.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    if len(dim_mult) < 1 or any(not isinstance(m, int) or m < 1 for m in dim_mult):
+        raise ValueError(f"`dim_mult` must be a non-empty list of positive ints, got {dim_mult!r}.")
+    if len(temporal_downsample) != len(dim_mult) - 1:
+        raise ValueError(
+            "`temporal_downsample` needs one bool per downsampling level, i.e. len(dim_mult) - 1 ="
+            f" {len(dim_mult) - 1} entries; got {len(temporal_downsample)}: {list(temporal_downsample)}."
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+    if (latents_mean is None) != (latents_std is None):
+        raise ValueError("`latents_mean` and `latents_std` must be both set or both None.")
+    for name, stats in (("latents_mean", latents_mean), ("latents_std", latents_std)):
+        if stats is not None and len(stats) != latent_channels:
+            raise ValueError(f"`{name}` needs one value per latent channel ({latent_channels}), got {len(stats)}.")
+    if latents_std is not None and min(latents_std) <= 0:
+        raise ValueError(f"`latents_std` must be positive, got {list(latents_std)}.")
+
+
+def _nearest_multiples(value: int, factor: int) -> str:
+    lower = max(value // factor * factor, factor)
+    return f"{lower} or {lower + factor}" if lower != value else f"{lower}"
+
+
+def _check_video(x: torch.Tensor, name: str, channels: int, temporal_ratio: int, spatial_ratio: int) -> None:
+    """Raise `ValueError` unless `x` is (B, channels, 1 + k * temporal_ratio, H, W) with H, W multiples of
+    `spatial_ratio`."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}.")
+    if x.ndim != 5:
+        hint = (
+            " For an image batch (B, C, H, W) use `x.unsqueeze(2)`: an image is a one-frame video."
+            if x.ndim == 4
+            else ""
+        )
+        raise ValueError(f"`{name}` must be a 5-D tensor (B, C, T, H, W), got shape {tuple(x.shape)}.{hint}")
+    _, C, T, H, W = x.shape
+    if C != channels:
+        raise ValueError(f"`{name}` must have {channels} channels (config `in_channels`), got shape {tuple(x.shape)}.")
+    if T < 1 or (T - 1) % temporal_ratio != 0:
+        lower = 1 + max(T - 1, 0) // temporal_ratio * temporal_ratio
+        raise ValueError(
+            f"`{name}` has {T} frames, but the frame count must be 1 + k * {temporal_ratio} (frame 0 alone, then"
+            f" groups of temporal_compression_ratio={temporal_ratio}): the nearest valid counts are {lower} and"
+            f" {lower + temporal_ratio}."
+        )
+    for axis, size in (("height", H), ("width", W)):
+        if size < 1 or size % spatial_ratio != 0:
+            raise ValueError(
+                f"`{name}` {axis} must be a multiple of spatial_compression_ratio={spatial_ratio}, got {size}: the"
+                f" nearest valid {axis} is {_nearest_multiples(size, spatial_ratio)}."
+            )
+
+
+def _check_latents(z: torch.Tensor, name: str, channels: int) -> None:
+    """Raise `ValueError` unless `z` is (B, channels, T', H', W') with at least one frame and pixel."""
+    if not isinstance(z, torch.Tensor) or z.ndim != 5:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"`{name}` must be a 5-D tensor (B, C, T', H', W'), got {shape}.")
+    if z.shape[1] != channels:
+        raise ValueError(f"`{name}` must have {channels} channels (config `latent_channels`), got {tuple(z.shape)}.")
+    if min(z.shape[2:]) < 1:
+        raise ValueError(f"`{name}` needs at least one latent frame, row and column, got {tuple(z.shape)}.")
+
+
+def _first_sample_frame(latent_frame: int, temporal_ratio: int) -> int:
+    """Index of the first video frame encoded into `latent_frame`: 0 -> 0, j >= 1 -> 1 + (j - 1) * ratio."""
+    return 0 if latent_frame == 0 else 1 + (latent_frame - 1) * temporal_ratio
+
+
+def _last(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """A copy of the last `n` entries of `x` along `dim` (all of them if fewer)."""
+    n = min(n, x.shape[dim])
+    return x.narrow(dim, x.shape[dim] - n, n).clone()
+
+
+# Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::AutoencoderKLWan.blend_v / blend_h
+def _blend_edge(previous: torch.Tensor, tile: torch.Tensor, extent: int, dim: int) -> None:
+    """Blend in place the first `extent` rows (dim=-2) or columns (dim=-1) of `tile` with the last ones of
+    `previous`, the weight of `tile` ramping linearly as i / extent."""
+    extent = min(previous.shape[dim], tile.shape[dim], extent)
+    if extent == 0:
+        return
+    shape = [1] * tile.ndim
+    shape[dim] = extent
+    weight = (torch.arange(extent, device=tile.device, dtype=tile.dtype) / extent).view(shape)  # 0 -> 1 - 1/extent
+    head = tile.narrow(dim, 0, extent)
+    head.copy_(previous.narrow(dim, previous.shape[dim] - extent, extent) * (1 - weight) + head * weight)
+
+
+# Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::AutoencoderKLWan.tiled_decode
+def _tiled_apply(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    out: torch.Tensor,
+    tile_size: tuple[int, int],
+    tile_stride: tuple[int, int],
+    out_stride: tuple[int, int],
+    blend: tuple[int, int],
+) -> None:
+    """Apply `fn` to overlapping spatial tiles of `x` and write the blended results into `out`.
+
+    Same tiles and linear blends as diffusers' `AutoencoderKLWan.tiled_encode` / `tiled_decode`, so the results
+    match; but instead of keeping every processed tile until the end, it keeps only the bands that the next tiles
+    blend with.
+
+    Args:
+        fn (`Callable`): Maps a tile (B, C, T, h, w) of `x` to its output (B, C', T', h', w').
+        x (`torch.Tensor` of shape `(B, C, T, H, W)`): The input.
+        out (`torch.Tensor` of shape `(B, C', T', H', W')`): The result, written in place.
+        tile_size (`tuple[int, int]`): (height, width) of a tile, in `x` pixels.
+        tile_stride (`tuple[int, int]`): (height, width) step between tiles, in `x` pixels.
+        out_stride (`tuple[int, int]`): The same step in `out` pixels: each tile fills that much of `out`.
+        blend (`tuple[int, int]`): Rows / columns blended with the tile above / to the left, in `out` pixels.
+    """
+    out_height, out_width = out.shape[-2:]
+    above: list[torch.Tensor] = []  # bottom band of each tile of the previous row, already blended
+    for row, i in enumerate(range(0, x.shape[-2], tile_stride[0])):
+        bands, left = [], None  # left: right band of the previous tile in this row, already blended
+        for col, j in enumerate(range(0, x.shape[-1], tile_stride[1])):
+            tile = fn(x[..., i : i + tile_size[0], j : j + tile_size[1]])  # (B, C', T', h', w')
+            if row > 0:
+                _blend_edge(above[col], tile, blend[0], dim=-2)
+            if col > 0:
+                _blend_edge(left, tile, blend[1], dim=-1)
+            bands.append(_last(tile, blend[0], dim=-2))
+            left = _last(tile, blend[1], dim=-1)
+            top, start = row * out_stride[0], col * out_stride[1]
+            height, width = min(out_stride[0], out_height - top), min(out_stride[1], out_width - start)
+            out[..., top : top + height, start : start + width] = tile[..., :height, :width]
+        above = bands
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The model.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+# Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::AutoencoderKLWan
+class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
+    r"""Causal 3D-convolution video VAE: (B, C, T, H, W) in [-1, 1] <-> latents (B, latent_channels, T', H', W').
+
+    Frame 0 is encoded alone, then groups of `temporal_compression_ratio` frames, so T' = 1 + (T - 1) / ratio and an
+    image is a one-frame video (pass images as (B, C, 1, H, W); 4-D input is rejected rather than guessed at).
+    The defaults are Wan 2.1's VAE (4x time, 8x space, 16 latent channels); a diffusers `AutoencoderKLWan` state dict
+    loads unchanged. Encode and decode run in temporal chunks with a `CausalCache` (memory constant in clip length,
+    results equal to the unchunked ones), optionally in blended spatial tiles and one sample at a time.
+
+    Args:
+        in_channels (`int`, defaults to 3): Channels of the input video.
+        out_channels (`int`, defaults to 3): Channels of the decoded video.
+        latent_channels (`int`, defaults to 16): Channels of the latents (diffusers' `z_dim`).
+        base_dim (`int`, defaults to 96): Channels of the first encoder level; level i has `base_dim * dim_mult[i]`.
+        dim_mult (`tuple[int, ...]`, defaults to `(1, 2, 4, 4)`): Channel multiplier per level. Each level but the
+            last halves height and width, so `spatial_compression_ratio = 2 ** (len(dim_mult) - 1)`.
+        num_res_blocks (`int`, defaults to 2): Residual blocks per encoder level (the decoder has one more).
+        attn_scales (`tuple[float, ...]`, defaults to `()`): Encoder resolutions (1.0, 0.5, ...) that get an attention
+            block after each residual block; as in diffusers' port, the decoder has attention in its middle block only.
+        temporal_downsample (`tuple[bool, ...]`, defaults to `(False, True, True)`): Per downsampling level, whether it
+            also halves the frames: `temporal_compression_ratio = 2 ** sum(temporal_downsample)`.
+        dropout (`float`, defaults to 0.0): Dropout inside the residual blocks.
+        latents_mean (`tuple[float, ...]`, *optional*, defaults to Wan 2.1's): Per-channel latent mean used by
+            `normalize_latents` / `denormalize_latents`; `None` (with `latents_std`) makes them the identity.
+        latents_std (`tuple[float, ...]`, *optional*, defaults to Wan 2.1's): Per-channel latent standard deviation.
+    """
+
+    _supports_gradient_checkpointing = True
+    _group_offload_block_modules = ["quant_conv", "post_quant_conv", "encoder", "decoder"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        latent_channels: int = 16,
+        base_dim: int = 96,
+        dim_mult: tuple[int, ...] = (1, 2, 4, 4),
+        num_res_blocks: int = 2,
+        attn_scales: tuple[float, ...] = (),
+        temporal_downsample: tuple[bool, ...] = (False, True, True),
+        dropout: float = 0.0,
+        latents_mean: tuple[float, ...] | None = WAN_LATENTS_MEAN,
+        latents_std: tuple[float, ...] | None = WAN_LATENTS_STD,
+    ) -> None:
+        super().__init__()
+        _check_config(
+            in_channels, out_channels, latent_channels, base_dim, dim_mult, num_res_blocks, temporal_downsample,
+            dropout, latents_mean, latents_std,
+        )  # fmt: skip
+        posterior_channels = 2 * latent_channels  # mean and log-variance
+
+        # 1. Encoder: video -> posterior parameters.
+        self.encoder = Encoder3d(
+            in_channels,
+            posterior_channels,
+            base_dim,
+            dim_mult,
+            num_res_blocks,
+            attn_scales,
+            temporal_downsample,
+            dropout,
+        )
+        self.quant_conv = CausalConv3d(posterior_channels, posterior_channels, 1)
+
+        # 2. Decoder: latents -> video, through the encoder's levels in reverse.
+        self.post_quant_conv = CausalConv3d(latent_channels, latent_channels, 1)
+        temporal_upsample = tuple(temporal_downsample)[::-1]
+        self.decoder = Decoder3d(
+            latent_channels, out_channels, base_dim, dim_mult, num_res_blocks, temporal_upsample, dropout
+        )
+
+        # 3. Inference options: they change memory use and speed, not results (tiling aside), so they are not config.
+        self.num_latent_frames_per_chunk: int | None = 1
+        self.use_slicing = False
+        self.use_tiling = False
+        self.tile_sample_min_height = self.tile_sample_min_width = DEFAULT_TILE_SAMPLE_MIN_SIZE
+        self.tile_sample_stride_height = self.tile_sample_stride_width = DEFAULT_TILE_SAMPLE_STRIDE
+
+    @property
+    def temporal_compression_ratio(self) -> int:
+        """Video frames per latent frame (after frame 0, which is encoded alone)."""
+        return 2 ** sum(bool(flag) for flag in self.config.temporal_downsample)
+
+    @property
+    def spatial_compression_ratio(self) -> int:
+        """Video pixels per latent pixel along height and along width."""
+        return 2 ** (len(self.config.dim_mult) - 1)
+
+    # ---- inference options ----
+
+    def enable_temporal_chunking(self, num_latent_frames: int = 1) -> None:
+        """Encode and decode `num_latent_frames` latent frames at a time (the default is 1, as Wan does).
+
+        Encoding then runs the encoder on `num_latent_frames * temporal_compression_ratio` video frames at a time;
+        decoding never lets a layer hold more than `num_latent_frames` frames at its resolution. Results equal
+        those of `disable_temporal_chunking()` up to float rounding; peak memory no longer grows with clip length.
+        """
+        if not isinstance(num_latent_frames, int) or num_latent_frames < 1:
+            raise ValueError(f"`num_latent_frames` must be a positive int, got {num_latent_frames!r}.")
+        self.num_latent_frames_per_chunk = num_latent_frames
+
+    def disable_temporal_chunking(self) -> None:
+        """Encode and decode each clip in one piece (fastest for short clips; memory grows with clip length)."""
+        self.num_latent_frames_per_chunk = None
+
+    def enable_tiling(
+        self,
+        tile_sample_min_height: int | None = None,
+        tile_sample_min_width: int | None = None,
+        tile_sample_stride_height: int | None = None,
+        tile_sample_stride_width: int | None = None,
+    ) -> None:
+        """Encode and decode in overlapping spatial tiles, blended linearly across the overlap (diffusers' arguments).
+
+        Tiles change results near their borders (each sees less context); see the tests for the size of the effect.
+
+        Args:
+            tile_sample_min_height (`int`, *optional*): Tile height in video pixels; taller inputs are tiled.
+            tile_sample_min_width (`int`, *optional*): Tile width in video pixels; wider inputs are tiled.
+            tile_sample_stride_height (`int`, *optional*): Vertical step between tiles; the overlap
+                `tile_sample_min_height - tile_sample_stride_height` is blended.
+            tile_sample_stride_width (`int`, *optional*): Horizontal step between tiles.
+        """
+        sizes = {
+            "tile_sample_min_height": tile_sample_min_height or self.tile_sample_min_height,
+            "tile_sample_min_width": tile_sample_min_width or self.tile_sample_min_width,
+            "tile_sample_stride_height": tile_sample_stride_height or self.tile_sample_stride_height,
+            "tile_sample_stride_width": tile_sample_stride_width or self.tile_sample_stride_width,
+        }
+        ratio = self.spatial_compression_ratio
+        for name, value in sizes.items():
+            if not isinstance(value, int) or value % ratio != 0:
+                raise ValueError(
+                    f"`{name}` must be a positive multiple of spatial_compression_ratio={ratio}, got {value!r}."
+                )
+        for axis in ("height", "width"):
+            if sizes[f"tile_sample_stride_{axis}"] > sizes[f"tile_sample_min_{axis}"]:
+                raise ValueError(
+                    f"`tile_sample_stride_{axis}` ({sizes[f'tile_sample_stride_{axis}']}) must not exceed"
+                    f" `tile_sample_min_{axis}` ({sizes[f'tile_sample_min_{axis}']}): tiles would leave gaps."
+                )
+        for name, value in sizes.items():
+            setattr(self, name, value)
+        self.use_tiling = True
+
+    # ---- latent normalisation ----
+
+    def _latent_stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.config.latents_mean is None:
+            return None
+        _check_latents(z, "z", self.config.latent_channels)
+        shape = (1, -1, 1, 1, 1)
+        mean = torch.tensor(self.config.latents_mean, device=z.device, dtype=z.dtype).view(shape)
+        std = torch.tensor(self.config.latents_std, device=z.device, dtype=z.dtype).view(shape)
+        return mean, std
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """(z - latents_mean) / latents_std per channel, for `z` of shape (B, latent_channels, T', H', W')."""
+        stats = self._latent_stats(z)
+        return z if stats is None else (z - stats[0]) / stats[1]
+
+    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of `normalize_latents`: z * latents_std + latents_mean per channel."""
+        stats = self._latent_stats(z)
+        return z if stats is None else z * stats[1] + stats[0]
+
+    # ---- encode ----
+
+    @apply_forward_hook
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
+        r"""Encode videos into the posterior over latents.
+
+        Args:
+            x (`torch.Tensor` of shape `(B, in_channels, T, H, W)`): Videos in [-1, 1], with T = 1 + k *
+                `temporal_compression_ratio` and H, W multiples of `spatial_compression_ratio`.
+            return_dict (`bool`, defaults to `True`): Return an `AutoencoderKLOutput` instead of a tuple.
+
+        Returns:
+            `AutoencoderKLOutput` whose `latent_dist` is a `DiagonalGaussianDistribution` over latents of shape
+            (B, latent_channels, T', H', W'), or `(latent_dist,)`.
+        """
+        _check_video(x, "x", self.config.in_channels, self.temporal_compression_ratio, self.spatial_compression_ratio)
+        params = x.new_empty(self._posterior_shape(x))  # (B, 2 * latent_channels, T', H', W'): mean and log-variance
+        for batch in self._batch_slices(x.shape[0]):
+            self._encode_into(x[batch], params[batch])
+        posterior = DiagonalGaussianDistribution(params)
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    def _encode_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """Encode (B, C, T, H, W) into posterior parameters `out` (B, 2 * latent_channels, T', H', W')."""
+        size = (self.tile_sample_min_height, self.tile_sample_min_width)
+        if not self.use_tiling or (x.shape[-2] <= size[0] and x.shape[-1] <= size[1]):
+            return self._encode_chunks(x, out)
+        r = self.spatial_compression_ratio
+        stride = (self.tile_sample_stride_height, self.tile_sample_stride_width)
+        blend = ((size[0] - stride[0]) // r, (size[1] - stride[1]) // r)
+        _tiled_apply(self._encode_tile, x, out, size, stride, (stride[0] // r, stride[1] // r), blend)
+
+    def _encode_tile(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.new_empty(self._posterior_shape(x))
+        self._encode_chunks(x, out)
+        return out
+
+    def _encode_chunks(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """Encode `x` into `out` a chunk of latent frames at a time, carrying causal context in a `CausalCache`."""
+        num_latent_frames = out.shape[2]
+        chunk = self._latent_frames_per_chunk(num_latent_frames)
+        cache = CausalCache() if chunk < num_latent_frames else None
+        r_t = self.temporal_compression_ratio
+        for start in range(0, num_latent_frames, chunk):
+            stop = min(start + chunk, num_latent_frames)
+            frames = x[:, :, _first_sample_frame(start, r_t) : _first_sample_frame(stop, r_t)]  # (B, C, n, H, W)
+            out[:, :, start:stop] = self.quant_conv(self.encoder(frames, cache))  # (B, 2z, stop - start, H', W')
+
+    # ---- decode ----
+
+    @apply_forward_hook
+    def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple:
+        r"""Decode latents into videos, clamped to [-1, 1].
+
+        Args:
+            z (`torch.Tensor` of shape `(B, latent_channels, T', H', W')`): Latents (not normalised).
+            return_dict (`bool`, defaults to `True`): Return a `DecoderOutput` instead of a tuple.
+
+        Returns:
+            `DecoderOutput` whose `sample` has shape (B, out_channels, 1 + (T' - 1) * temporal_compression_ratio,
+            H' * spatial_compression_ratio, W' * spatial_compression_ratio), or `(sample,)`.
+        """
+        _check_latents(z, "z", self.config.latent_channels)
+        # Written chunk by chunk into one preallocated tensor: no list of chunks and no torch.cat copy.
+        out = z.new_empty(self._video_shape(z))  # (B, out_channels, T, H, W)
+        for batch in self._batch_slices(z.shape[0]):
+            self._decode_into(z[batch], out[batch])
+        out = out.clamp_(-1.0, 1.0)  # in place: no second video-sized tensor
+        return DecoderOutput(sample=out) if return_dict else (out,)
+
+    def _decode_into(self, z: torch.Tensor, out: torch.Tensor) -> None:
+        """Decode (B, z, T', H', W') into `out` (B, C_out, T, H, W), unclamped."""
+        r = self.spatial_compression_ratio
+        size = (self.tile_sample_min_height // r, self.tile_sample_min_width // r)
+        if not self.use_tiling or (z.shape[-2] <= size[0] and z.shape[-1] <= size[1]):
+            return self._decode_chunks(z, out)
+        stride = (self.tile_sample_stride_height, self.tile_sample_stride_width)
+        blend = (self.tile_sample_min_height - stride[0], self.tile_sample_min_width - stride[1])
+        _tiled_apply(self._decode_tile, z, out, size, (stride[0] // r, stride[1] // r), stride, blend)
+
+    def _decode_tile(self, z: torch.Tensor) -> torch.Tensor:
+        out = z.new_empty(self._video_shape(z))
+        self._decode_chunks(z, out)
+        return out
+
+    def _decode_chunks(self, z: torch.Tensor, out: torch.Tensor) -> None:
+        """Decode `z` into `out` a chunk of latent frames at a time, carrying causal context in a `CausalCache`."""
+        num_latent_frames = z.shape[2]
+        chunk = self._latent_frames_per_chunk(num_latent_frames)
+        cache = CausalCache() if chunk < num_latent_frames else None
+        max_frames = chunk if cache is not None else None
+        written = 0
+        for start in range(0, num_latent_frames, chunk):
+            x = self.post_quant_conv(z[:, :, start : start + chunk])  # (B, z, n, H', W')
+            for frames in self.decoder.stream(x, cache, max_frames):  # (B, C_out, m, H, W) blocks in time order
+                out[:, :, written : written + frames.shape[2]] = frames
+                written += frames.shape[2]
+
+    # ---- shared ----
+
+    def _posterior_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """(B, C, T, H, W) video -> (B, 2 * latent_channels, T', H', W') posterior parameters."""
+        B, _, T, H, W = x.shape
+        r_t, r_s = self.temporal_compression_ratio, self.spatial_compression_ratio
+        return (B, 2 * self.config.latent_channels, 1 + (T - 1) // r_t, H // r_s, W // r_s)
+
+    def _video_shape(self, z: torch.Tensor) -> tuple[int, ...]:
+        """(B, C, T', H', W') latents -> (B, out_channels, T, H, W) video."""
+        B, _, T, H, W = z.shape
+        r_t, r_s = self.temporal_compression_ratio, self.spatial_compression_ratio
+        return (B, self.config.out_channels, 1 + (T - 1) * r_t, H * r_s, W * r_s)
+
+    def _latent_frames_per_chunk(self, num_latent_frames: int) -> int:
+        # Gradient checkpointing recomputes layers, which must not find the cache already advanced: one piece.
+        if self.num_latent_frames_per_chunk is None or (torch.is_grad_enabled() and self.is_gradient_checkpointing):
+            return num_latent_frames
+        return min(self.num_latent_frames_per_chunk, num_latent_frames)
+
+    def _batch_slices(self, batch_size: int) -> list[slice]:
+        return [slice(b, b + 1) for b in range(batch_size)] if self.use_slicing else [slice(None)]
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        sample_posterior: bool = False,
+        return_dict: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> DecoderOutput | tuple:
+        r"""Encode then decode.
+
+        Args:
+            sample (`torch.Tensor` of shape `(B, in_channels, T, H, W)`): Videos in [-1, 1].
+            sample_posterior (`bool`, defaults to `False`): Decode a sample of the posterior instead of its mode.
+            return_dict (`bool`, defaults to `True`): Return a `DecoderOutput` instead of a tuple.
+            generator (`torch.Generator`, *optional*): Generator for the posterior sample.
+        """
+        _check_video(
+            sample, "sample", self.config.in_channels, self.temporal_compression_ratio, self.spatial_compression_ratio
+        )
+        posterior = self.encode(sample).latent_dist
+        z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
+        return self.decode(z, return_dict=return_dict)
