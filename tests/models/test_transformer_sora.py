@@ -1,6 +1,7 @@
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
+from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry, attention_backend
 
 from sora_diffusers.loaders.original_checkpoint import (
     WAN_TRANSFORMER_BLOCK_RENAMES,
@@ -185,8 +186,8 @@ def test_native_attention_backend_matches_math_reference(tiny_transformer):
     """The dispatch path ("native" SDPA) == softmax(q k^T / sqrt(D)) v written out, for one attention layer."""
     attn = tiny_transformer.blocks[0].attn1
     hidden = torch.randn(2, 24, 24)
-    tiny_transformer.set_attention_backend("native")
-    got = attn(hidden)
+    with attention_backend("native"):
+        got = attn(hidden)
 
     q = attn.norm_q(attn.to_q(hidden)).unflatten(2, (2, -1)).transpose(1, 2)  # (B, N, S, D)
     k = attn.norm_k(attn.to_k(hidden)).unflatten(2, (2, -1)).transpose(1, 2)
@@ -195,10 +196,28 @@ def test_native_attention_backend_matches_math_reference(tiny_transformer):
     expected = attn.to_out[0]((weights @ v).transpose(1, 2).flatten(2))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
-    x, t, text = _inputs((1, 4, 2, 4, 4))
-    native = tiny_transformer(x, t, text).sample
-    tiny_transformer.set_attention_backend("_native_math")
-    torch.testing.assert_close(tiny_transformer(x, t, text).sample, native, atol=1e-5, rtol=1e-5)
+
+@pytest.mark.parametrize("backend", ["_native_math"])  # _native_efficient/_cudnn/_flash: CUDA only (tests/gpu)
+@torch.no_grad()
+def test_other_sdpa_backends_match_native_with_padding_mask(tiny_transformer, backend):
+    """Whole model, text padding mask included: every CPU-capable SDPA backend gives the native result."""
+    x, t, text = _inputs((2, 4, 2, 4, 4))
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    with attention_backend("native"):
+        native = tiny_transformer(x, t, text, mask).sample
+    with attention_backend(backend):
+        other = tiny_transformer(x, t, text, mask).sample
+    torch.testing.assert_close(other, native, atol=1e-5, rtol=1e-5)
+
+
+def test_set_attention_backend_routes_every_layer(tiny_transformer):
+    try:
+        tiny_transformer.set_attention_backend("_native_math")
+        backends = {m.processor._attention_backend for m in tiny_transformer.modules() if hasattr(m, "processor")}
+        assert {b.value for b in backends} == {"_native_math"}
+    finally:
+        tiny_transformer.reset_attention_backend()  # also resets diffusers' process-wide active backend
+        _AttentionBackendRegistry.set_active_backend(AttentionBackendName.NATIVE)
 
 
 @torch.no_grad()

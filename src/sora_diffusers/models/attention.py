@@ -4,7 +4,7 @@ parallelism apply unchanged."""
 
 import torch
 from diffusers.models.attention import AttentionModuleMixin
-from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry, dispatch_attention_fn
 from torch import nn
 
 from .embeddings import apply_rope
@@ -37,13 +37,24 @@ class SoraAttnProcessor:
             query,
             key,
             value,
-            attn_mask=attention_mask,
+            attn_mask=_mask_for_backend(attention_mask, self._attention_backend),
             backend=self._attention_backend,
             # Cross-attention keys are text tokens: never split them across context-parallel ranks.
             parallel_config=self._parallel_config if encoder_hidden_states is None else None,
         )  # (B, S, N, D)
         hidden_states = hidden_states.flatten(2, 3).type_as(query)  # (B, S, N*D)
         return attn.to_out[1](attn.to_out[0](hidden_states))
+
+
+def _mask_for_backend(mask: torch.Tensor | None, backend: AttentionBackendName | str | None) -> torch.Tensor | None:
+    """A (B, L) key-padding mask in the layout the backend reads: xformers builds its own aligned additive bias from
+    (B, L) (a 4-D bool mask would be cast to a 0/1 bias there); SDPA-style kernels need (B, 1, 1, L) to broadcast."""
+    if mask is None:
+        return None
+    backend = backend if backend is not None else _AttentionBackendRegistry.get_active_backend()[0]
+    if AttentionBackendName(backend) == AttentionBackendName.XFORMERS:
+        return mask
+    return mask[:, None, None, :]  # (B, 1, 1, L)
 
 
 def _project_qkv(
