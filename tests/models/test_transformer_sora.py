@@ -260,3 +260,50 @@ def test_bad_forward_input_raises_value_error(tiny_transformer, shape, timestep,
 def test_bad_config_raises_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DiTVideoTransformer3D(**{**TINY_TRANSFORMER_CONFIG, **kwargs})
+
+
+# ---- diffusers integrations: caches, LoRA --------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_first_block_cache_reuses_the_tail_when_the_first_block_barely_changes(tiny_transformer):
+    """diffusers' FirstBlockCache wraps our blocks (registered in TransformerBlockRegistry): with threshold 0 every
+    step recomputes (same output as no cache); with a huge threshold the second call reuses the cached tail."""
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    x, t, text = _inputs((1, 4, 2, 4, 4))
+    reference = tiny_transformer(x, t, text).sample
+    tiny_transformer.enable_cache(FirstBlockCacheConfig(threshold=0.0))
+    with tiny_transformer.cache_context("cond"):
+        torch.testing.assert_close(tiny_transformer(x, t, text).sample, reference, atol=1e-6, rtol=0)
+    tiny_transformer.disable_cache()
+
+    calls = []
+    hook = tiny_transformer.blocks[1].attn1.register_forward_pre_hook(lambda module, args: calls.append(1))
+    tiny_transformer.enable_cache(FirstBlockCacheConfig(threshold=1e9))
+    with tiny_transformer.cache_context("cond"):
+        tiny_transformer(x, t, text)
+        tiny_transformer(x, t + 1.0, text)  # first block's residual change is far below the threshold
+    tiny_transformer.disable_cache()
+    hook.remove()
+    assert len(calls) == 1  # block 1 computed on the first call only (a skipped block never reaches its attention)
+
+
+def test_lora_adapter_targets_diffusers_module_names(tiny_transformer):
+    """peft LoRA on diffusers' usual targets (to_q/to_k/to_v/to_out.0) attaches to every attention layer and, once
+    its B matrices are non-zero, changes the output; scale 0 via attention_kwargs switches it off."""
+    from peft import LoraConfig
+
+    x, t, text = _inputs((1, 4, 2, 4, 4))
+    with torch.no_grad():
+        base = tiny_transformer(x, t, text).sample
+    tiny_transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    lora_b = [p for n, p in tiny_transformer.named_parameters() if "lora_B" in n]
+    assert len(lora_b) == 2 * 2 * 4  # 2 blocks x (attn1, attn2) x 4 projections
+    with torch.no_grad():
+        for p in lora_b:
+            p.normal_(std=0.5)
+        adapted = tiny_transformer(x, t, text).sample
+        off = tiny_transformer(x, t, text, attention_kwargs={"scale": 0.0}).sample
+    assert (adapted - base).abs().max() > 1e-3
+    torch.testing.assert_close(off, base, atol=1e-6, rtol=0)
