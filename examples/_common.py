@@ -336,9 +336,26 @@ def to_uint8_video(video: torch.Tensor) -> np.ndarray:
 
 
 def write_video(frames: np.ndarray, path: str | Path, fps: int = 16, metadata: dict | None = None) -> str:
-    """(T, H, W, 3) uint8 or floats in [0, 1] -> mp4 (or gif by extension)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """(T, H, W, 3) uint8 or floats in [0, 1] -> mp4 (or gif by extension).
+
+    An mp4 becomes a gif (Pillow, always installed) where no ffmpeg is available, so a long run never dies at its
+    first validation on a machine without imageio-ffmpeg (seen on a lent GPU machine).
+    """
+    path = Path(path)
+    if path.suffix == ".mp4" and not _has_ffmpeg():
+        path = path.with_suffix(".gif")
+    path.parent.mkdir(parents=True, exist_ok=True)
     return export_to_video(frames, str(path), fps=fps, metadata=metadata)
+
+
+def _has_ffmpeg() -> bool:
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+        return True
+    except Exception:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------------------------
