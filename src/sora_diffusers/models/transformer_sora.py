@@ -259,6 +259,12 @@ class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
                 f"`timestep` must have shape ({B},) or ({B}, {T_}) (one per latent frame, T' = frames // p_t), "
                 f"got {tuple(timestep.shape)}."
             )
+        if timestep.shape[1] > 1 and getattr(self, "_parallel_config", None) is not None:
+            # Context parallelism splits the tokens across ranks regardless of frame boundaries, so one rank's
+            # tokens cannot be grouped into frames for per-frame modulation.
+            raise ValueError(
+                "Per-frame `timestep` (B, T') is not supported with context parallelism; pass one timestep per sample."
+            )
 
         if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != B:
             raise ValueError(
