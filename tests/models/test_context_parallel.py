@@ -43,7 +43,7 @@ def test_ulysses_context_parallel_matches_single_process(tmp_path):
     script = tmp_path / "cp_worker.py"
     script.write_text(WORKER)
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT")]
