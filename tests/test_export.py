@@ -5,6 +5,7 @@ import PIL.Image
 import pytest
 import torch
 
+from sora_diffusers.models.autoencoder_spacetime import SpacetimeVAE
 from sora_diffusers.utils import export
 from sora_diffusers.utils.export import (
     export_to_image,
@@ -13,6 +14,9 @@ from sora_diffusers.utils.export import (
     load_metadata,
     load_video_frames,
 )
+
+from .conftest import perturb_
+from .models.test_autoencoder_spacetime import TINY_VAE_CONFIG
 
 
 T, H, W = 5, 32, 48
@@ -187,10 +191,10 @@ def test_ffmpeg_failing_midway_leaves_no_file(tmp_path, monkeypatch):
     assert _listing(tmp_path) == []
 
 
-def _wait_for_a_file(directory, timeout_s: float = 10.0) -> list[str]:
+def _wait_for_a_file(directory, timeout_s: float = 10.0, count: int = 1) -> list[str]:
     """ffmpeg runs in its own process and creates its output a moment after the first frames arrive."""
     deadline = time.monotonic() + timeout_s
-    while not _listing(directory) and time.monotonic() < deadline:
+    while len(_listing(directory)) < count and time.monotonic() < deadline:
         time.sleep(0.01)
     return _listing(directory)
 
@@ -203,3 +207,90 @@ def test_successful_write_replaces_the_old_file_and_leaves_no_temporary(tmp_path
 
     assert len(load_video_frames(target)) == T
     assert _listing(tmp_path) == ["video.mp4"]
+
+
+# ---- streaming: an iterator of chunks -------------------------------------------------------------------------------
+
+
+def _chunks(video: np.ndarray, sizes: list[int]):
+    """`video` cut into consecutive chunks of `sizes` frames, as a generator."""
+    starts = np.cumsum([0, *sizes])
+    assert starts[-1] == len(video)
+    return (video[a:b] for a, b in zip(starts[:-1], starts[1:]))
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_streamed_chunks_give_the_same_frames_as_the_whole_video(tmp_path, suffix):
+    video = _moving_gradient(num_frames=20)  # more than one conversion block for the whole video
+    as_torch = (torch.from_numpy(chunk).permute(0, 3, 1, 2) for chunk in _chunks(video, [1, 4, 4, 11]))
+
+    whole = load_video_frames(export_to_video(video, tmp_path / f"whole{suffix}"))
+    streamed = load_video_frames(export_to_video(_chunks(video, [3, 1, 16]), tmp_path / f"streamed{suffix}"))
+    streamed_torch = load_video_frames(export_to_video(as_torch, tmp_path / f"torch{suffix}"))
+
+    assert whole.shape == (20, H, W, 3)
+    np.testing.assert_array_equal(streamed, whole)
+    np.testing.assert_array_equal(streamed_torch, whole)
+
+
+def test_whole_videos_are_converted_in_blocks_to_the_same_uint8():
+    video = _moving_gradient(num_frames=37)
+    blocks = list(export._uint8_chunks(video))
+    assert [len(block) for block in blocks] == [16, 16, 5]
+    np.testing.assert_array_equal(np.concatenate(blocks), frames_to_uint8(video))
+
+
+def test_streamed_vae_decode_writes_the_same_mp4_as_decode(tmp_path):
+    torch.manual_seed(0)
+    vae = perturb_(SpacetimeVAE(**TINY_VAE_CONFIG)).eval()
+    z = torch.randn(1, 4, 3, 4, 6)  # -> (1, 3, 9, 32, 48)
+    with torch.no_grad():
+        video = vae.decode(z).sample
+        stream = ((chunk[0].transpose(0, 1) + 1) / 2 for chunk in vae.decode_frames(z))  # (t, 3, H, W) in [0, 1]
+        export_to_video(stream, tmp_path / "streamed.mp4")
+    export_to_video((video[0].transpose(0, 1) + 1) / 2, tmp_path / "decoded.mp4")
+
+    streamed, decoded = load_video_frames(tmp_path / "streamed.mp4"), load_video_frames(tmp_path / "decoded.mp4")
+    assert decoded.shape == (9, 32, 48, 3) and decoded.std() > 5  # not a flat video
+    np.testing.assert_array_equal(streamed, decoded)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_iterator_raising_midway_keeps_the_old_file_and_leaves_no_temporary(tmp_path, suffix):
+    target = tmp_path / f"video{suffix}"
+    target.write_bytes(b"the previous video")
+    on_disk_when_failing = []
+
+    def decode_then_crash():
+        yield from _chunks(_moving_gradient(num_frames=4), [2, 2])
+        if suffix == ".mp4":  # ffmpeg has started the temporary file: the failure is really midway
+            on_disk_when_failing.extend(_wait_for_a_file(tmp_path, count=2))
+        raise RuntimeError("decoder crashed")
+
+    with pytest.raises(RuntimeError, match="decoder crashed"):
+        export_to_video(decode_then_crash(), target)
+
+    if suffix == ".mp4":
+        assert len(on_disk_when_failing) == 2, on_disk_when_failing
+    assert target.read_bytes() == b"the previous video"
+    assert _listing(tmp_path) == [target.name]
+
+
+def test_chunks_of_another_frame_size_are_rejected_and_nothing_is_left(tmp_path):
+    chunks = iter([_solid_red(2), _solid_red(2, height=H + 2)])
+    with pytest.raises(ValueError, match=r"chunk 1 is \(34, 48\), the first was \(32, 48\)"):
+        export_to_video(chunks, tmp_path / "video.mp4")
+    assert _listing(tmp_path) == []
+
+
+def test_raw_decoder_chunks_are_rejected_with_the_conversion(tmp_path):
+    decoder_chunks = iter([torch.zeros(1, 3, 2, H, W)])  # (B, C, t, H, W) in [-1, 1]
+    with pytest.raises(ValueError, match=r"Chunk 0 of `frames`: .*`\(chunk\[0\]\.transpose\(0, 1\) \+ 1\) / 2"):
+        export_to_video(decoder_chunks, tmp_path / "video.mp4")
+    assert _listing(tmp_path) == []
+
+
+def test_an_empty_iterator_is_rejected_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="no frames"):
+        export_to_video(iter([]), tmp_path / "video.mp4")
+    assert _listing(tmp_path) == []

@@ -1,4 +1,5 @@
-"""SpacetimeVAE: shapes, causality, chunked == unchunked, tiling, slicing, save/load, gradient checkpointing, errors.
+"""SpacetimeVAE: shapes, causality, chunked == unchunked, tiling, slicing, streaming decode, save/load, gradient
+checkpointing, errors.
 
 Tiny random-weight configs (base_dim 8): every test runs in about a second on 2 CPU cores. Parity with diffusers'
 AutoencoderKLWan is in tests/loaders/test_vae_conversion.py.
@@ -225,6 +226,88 @@ def test_enable_tiling_rejects_gaps_and_misaligned_tiles(vae):
     with pytest.raises(ValueError, match="tile_sample_min_height.*multiple of spatial_compression_ratio=8"):
         vae.enable_tiling(60, 64, 32, 32)
     assert not vae.use_tiling
+
+
+# ---- streaming decode -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_latent_frames", [1, 2, 3])
+@pytest.mark.parametrize("T_latent", [1, 2, 4])
+def test_decode_frames_concatenate_to_decode(vae, num_latent_frames, T_latent):
+    z = torch.randn(2, 4, T_latent, 2, 3)
+    vae.enable_temporal_chunking(num_latent_frames)
+    with torch.no_grad():
+        video = vae.decode(z).sample
+        chunks = list(vae.decode_frames(z))
+    assert torch.equal(torch.cat(chunks, dim=2), video)  # the same decode loop, so bit for bit
+    num_frames = [chunk.shape[2] for chunk in chunks]
+    assert sum(num_frames) == 1 + 4 * (T_latent - 1)
+    assert max(num_frames) <= num_latent_frames or num_latent_frames >= T_latent  # else one block: the whole clip
+    assert all(chunk.shape == (2, 3, n, 16, 24) for chunk, n in zip(chunks, num_frames))
+    assert all(chunk.abs().max() <= 1.0 for chunk in chunks)
+
+
+def test_decode_frames_of_one_latent_frame_is_one_image(vae):
+    z = torch.randn(1, 4, 1, 2, 3)
+    with torch.no_grad():
+        (chunk,) = vae.decode_frames(z)
+        assert torch.equal(chunk, vae.decode(z).sample) and chunk.shape == (1, 3, 1, 16, 24)
+
+
+def test_decode_frames_argument_overrides_the_chunking_setting(vae):
+    z = torch.randn(1, 4, 4, 2, 2)
+    vae.disable_temporal_chunking()
+    with torch.no_grad():
+        video = vae.decode(z).sample  # in one piece
+        default = list(vae.decode_frames(z))  # chunking disabled: still one latent frame per step
+        by_three = list(vae.decode_frames(z, num_latent_frames=3))
+    assert max(chunk.shape[2] for chunk in default) == 1 and max(chunk.shape[2] for chunk in by_three) == 3
+    for chunks in (default, by_three):
+        assert _rel_err(torch.cat(chunks, dim=2), video) <= CHUNK_RTOL  # other chunk sizes: float rounding only
+
+
+def test_decode_frames_is_lazy(vae):
+    """Pulling a chunk decodes just the latent frames it needs: the stream never runs ahead of its consumer."""
+    seen = []
+    handle = vae.post_quant_conv.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[2]))
+    try:
+        with torch.no_grad():
+            stream = vae.decode_frames(torch.randn(1, 4, 5, 2, 2))
+            assert seen == []
+            assert next(stream).shape[2] == 1 and seen == [1]  # frame 0 comes from latent frame 0 alone
+            assert sum(chunk.shape[2] for chunk in stream) == 16 and seen == [1] * 5
+    finally:
+        handle.remove()
+
+
+def test_decode_frames_with_slicing_and_tiling_equals_decode(vae):
+    z = torch.randn(2, 4, 3, 6, 7)  # 48 x 56 pixels: 3 x 4 tiles of 32 pixels at stride 16
+    with torch.no_grad():
+        untiled = vae.decode(z).sample
+        vae.enable_slicing()
+        vae.enable_tiling(32, 32, 16, 16)
+        video = vae.decode(z).sample  # one tile after the other
+        chunks = list(vae.decode_frames(z))  # all tiles one chunk at a time
+    assert not torch.allclose(video, untiled, atol=1e-3)  # tiling did apply
+    assert torch.equal(torch.cat(chunks, dim=2), video)
+    assert all(chunk.shape[:2] == (2, 3) and chunk.shape[2] == 1 for chunk in chunks)
+
+
+def test_decode_frames_keeps_the_grad_mode_of_the_call(vae):
+    z = torch.randn(1, 4, 3, 2, 2)
+    with torch.no_grad():
+        stream = vae.decode_frames(z)
+    assert not any(chunk.requires_grad for chunk in stream)  # pulled with autograd on, decoded without
+    stream = vae.decode_frames(z)
+    with torch.no_grad():
+        assert all(chunk.requires_grad for chunk in stream)
+
+
+def test_decode_frames_checks_its_arguments_when_called(vae):
+    with pytest.raises(ValueError, match=r"`z` must have 4 channels"):
+        vae.decode_frames(torch.zeros(1, 3, 2, 2, 2))
+    with pytest.raises(ValueError, match=r"`num_latent_frames` must be a positive int"):
+        vae.decode_frames(torch.zeros(1, 4, 2, 2, 2), num_latent_frames=0)
 
 
 # ---- outputs, latents, save / load ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Module names equal those of diffusers' `AutoencoderKLWan` (Wan 2.1 variant, `is_
 Wan VAE state dict loads unchanged (see `loaders/original_checkpoint.py::convert_wan_vae_state_dict`).
 """
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -311,22 +311,73 @@ def _tiled_apply(
         out_stride (`tuple[int, int]`): The same step in `out` pixels: each tile fills that much of `out`.
         blend (`tuple[int, int]`): Rows / columns blended with the tile above / to the left, in `out` pixels.
     """
+    windows, num_cols = _tile_windows(x.shape[-2:], tile_size, tile_stride)
+    tiles = (fn(x[..., rows, cols]) for rows, cols in windows)  # lazily: one processed tile alive at a time
+    _blend_tiles(tiles, out, num_cols, out_stride, blend)
+
+
+def _tile_windows(
+    size: Sequence[int], tile_size: tuple[int, int], tile_stride: tuple[int, int]
+) -> tuple[list[tuple[slice, slice]], int]:
+    """The (rows, cols) slices of the tiles covering a (height, width) `size`, row by row, and the tiles per row."""
+    starts_h, starts_w = range(0, size[0], tile_stride[0]), range(0, size[1], tile_stride[1])
+    windows = [(slice(i, i + tile_size[0]), slice(j, j + tile_size[1])) for i in starts_h for j in starts_w]
+    return windows, len(starts_w)
+
+
+def _blend_tiles(
+    tiles: Iterable[torch.Tensor],
+    out: torch.Tensor,
+    num_cols: int,
+    out_stride: tuple[int, int],
+    blend: tuple[int, int],
+) -> None:
+    """Write processed tiles (B, C, T, h, w), given row by row with `num_cols` per row, into `out` (B, C, T, H, W),
+    each blended in place with the bottom band of the tile above and the right band of the tile to its left."""
     out_height, out_width = out.shape[-2:]
     above: list[torch.Tensor] = []  # bottom band of each tile of the previous row, already blended
-    for row, i in enumerate(range(0, x.shape[-2], tile_stride[0])):
-        bands, left = [], None  # left: right band of the previous tile in this row, already blended
-        for col, j in enumerate(range(0, x.shape[-1], tile_stride[1])):
-            tile = fn(x[..., i : i + tile_size[0], j : j + tile_size[1]])  # (B, C', T', h', w')
-            if row > 0:
-                _blend_edge(above[col], tile, blend[0], dim=-2)
-            if col > 0:
-                _blend_edge(left, tile, blend[1], dim=-1)
-            bands.append(_last(tile, blend[0], dim=-2))
-            left = _last(tile, blend[1], dim=-1)
-            top, start = row * out_stride[0], col * out_stride[1]
-            height, width = min(out_stride[0], out_height - top), min(out_stride[1], out_width - start)
-            out[..., top : top + height, start : start + width] = tile[..., :height, :width]
-        above = bands
+    bands: list[torch.Tensor] = []  # the same for the current row
+    left = None  # right band of the previous tile in this row, already blended
+    for k, tile in enumerate(tiles):
+        row, col = divmod(k, num_cols)
+        if row > 0 and col == 0:
+            above, bands = bands, []
+        if row > 0:
+            _blend_edge(above[col], tile, blend[0], dim=-2)
+        if col > 0:
+            _blend_edge(left, tile, blend[1], dim=-1)
+        bands.append(_last(tile, blend[0], dim=-2))
+        left = _last(tile, blend[1], dim=-1)
+        top, start = row * out_stride[0], col * out_stride[1]
+        height, width = min(out_stride[0], out_height - top), min(out_stride[1], out_width - start)
+        out[..., top : top + height, start : start + width] = tile[..., :height, :width]
+
+
+def _write_frames(chunks: Iterable[torch.Tensor], out: torch.Tensor) -> None:
+    """Write consecutive frame blocks (B, C, t, H, W) into `out` (B, C, T, H, W), in time order."""
+    written = 0
+    for frames in chunks:
+        out[:, :, written : written + frames.shape[2]] = frames
+        written += frames.shape[2]
+    assert written == out.shape[2], f"decoded {written} frames into a video of {out.shape[2]}"
+
+
+def _clamped_batches(streams: list[Iterator[torch.Tensor]]) -> Iterator[torch.Tensor]:
+    """Advance the frame streams of a batch's slices together; yield each step's blocks joined along the batch and
+    clamped to [-1, 1]."""
+    for parts in zip(*streams):
+        frames = parts[0] if len(parts) == 1 else torch.cat(parts)  # (B, C, t, H, W)
+        yield frames.clamp_(-1.0, 1.0)  # in place: the block is ours
+
+
+def _in_grad_mode(stream: Iterator[torch.Tensor], enabled: bool) -> Iterator[torch.Tensor]:
+    """Run every step of `stream` with autograd `enabled`, in whatever mode the consumer pulls it."""
+    while True:
+        with torch.set_grad_enabled(enabled):  # not around the yield: the consumer's code keeps its own mode
+            item = next(stream, None)
+        if item is None:
+            return
+        yield item
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -341,8 +392,9 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     Frame 0 is encoded alone, then groups of `temporal_compression_ratio` frames, so T' = 1 + (T - 1) / ratio and an
     image is a one-frame video (pass images as (B, C, 1, H, W); 4-D input is rejected rather than guessed at).
     The defaults are Wan 2.1's VAE (4x time, 8x space, 16 latent channels); a diffusers `AutoencoderKLWan` state dict
-    loads unchanged. Encode and decode run in temporal chunks with a `CausalCache` (memory constant in clip length,
-    results equal to the unchunked ones), optionally in blended spatial tiles and one sample at a time.
+    loads unchanged. Encode and decode run in temporal chunks with a `CausalCache` (working memory constant in clip
+    length, results equal to the unchunked ones), optionally in blended spatial tiles and one sample at a time.
+    `decode_frames` yields the decoded frames chunk by chunk, so a video written to a file is never held whole.
 
     Args:
         in_channels (`int`, defaults to 3): Channels of the input video.
@@ -542,7 +594,7 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     def _encode_chunks(self, x: torch.Tensor, out: torch.Tensor) -> None:
         """Encode `x` into `out` a chunk of latent frames at a time, carrying causal context in a `CausalCache`."""
         num_latent_frames = out.shape[2]
-        chunk = self._latent_frames_per_chunk(num_latent_frames)
+        chunk = self._latent_frames_per_chunk(num_latent_frames, self.num_latent_frames_per_chunk)
         cache = CausalCache() if chunk < num_latent_frames else None
         r_t = self.temporal_compression_ratio
         for start in range(0, num_latent_frames, chunk):
@@ -555,6 +607,9 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     @apply_forward_hook
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple:
         r"""Decode latents into videos, clamped to [-1, 1].
+
+        For long clips whose frames go to a file, `decode_frames` streams the same frames without ever holding the
+        whole video.
 
         Args:
             z (`torch.Tensor` of shape `(B, latent_channels, T', H', W')`): Latents (not normalised).
@@ -572,33 +627,96 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         out = out.clamp_(-1.0, 1.0)  # in place: no second video-sized tensor
         return DecoderOutput(sample=out) if return_dict else (out,)
 
+    @apply_forward_hook
+    def decode_frames(self, z: torch.Tensor, num_latent_frames: int | None = None) -> Iterator[torch.Tensor]:
+        r"""Decode latents chunk by chunk, yielding the video's frames in time order: a streaming `decode`.
+
+        Only the causal cache and one chunk's activations are held, so memory does not grow with the clip length;
+        what to keep of each chunk is the caller's choice (`export_to_video` writes it to the file and drops it):
+
+        ```py
+        frames = ((chunk[0].transpose(0, 1) + 1) / 2 for chunk in vae.decode_frames(z))  # (t, 3, H, W) in [0, 1]
+        export_to_video(frames, "clip.mp4")
+        ```
+
+        The chunks, concatenated along dim 2, equal `decode(z).sample` exactly when `num_latent_frames` matches the
+        `enable_temporal_chunking` setting (otherwise up to float rounding, as between chunk sizes). With slicing
+        enabled, the samples advance together, one sample's activations at a time. With tiling enabled (and a frame
+        larger than one tile), the tiles advance together, blended chunk by chunk as `decode` blends them: one tile's
+        activations at a time, but every tile's causal cache at once (about the untiled cache plus the overlaps),
+        where `decode` finishes one tile before the next and so holds one tile's cache but the whole video.
+
+        The decode runs in the grad mode in effect when `decode_frames` is called, not when the chunks are pulled:
+        a generator created under `torch.no_grad()` stays gradient-free (with autograd on, the cache would chain
+        every chunk's graph and memory would grow with the clip again).
+
+        Args:
+            z (`torch.Tensor` of shape `(B, latent_channels, T', H', W')`): Latents (not normalised).
+            num_latent_frames (`int`, *optional*): Latent frames decoded per step. Defaults to the
+                `enable_temporal_chunking` setting, or 1 while chunking is disabled (one step would hold the clip).
+
+        Returns:
+            `Iterator[torch.Tensor]`: consecutive frame blocks of shape (B, out_channels, t,
+            H' * spatial_compression_ratio, W' * spatial_compression_ratio), clamped to [-1, 1],
+            1 + (T' - 1) * temporal_compression_ratio frames in all. A block holds at most `num_latent_frames` frames
+            (the decoder splits time-upsampled frames to that size), or the whole clip when it fits in one step.
+        """
+        _check_latents(z, "z", self.config.latent_channels)  # here, not when the first chunk is pulled
+        if num_latent_frames is not None and (not isinstance(num_latent_frames, int) or num_latent_frames < 1):
+            raise ValueError(f"`num_latent_frames` must be a positive int, got {num_latent_frames!r}.")
+        chunk = num_latent_frames or self.num_latent_frames_per_chunk or 1
+        batches = [self._decode_stream_tiled(z[batch], chunk) for batch in self._batch_slices(z.shape[0])]
+        return _in_grad_mode(_clamped_batches(batches), torch.is_grad_enabled())
+
     def _decode_into(self, z: torch.Tensor, out: torch.Tensor) -> None:
-        """Decode (B, z, T', H', W') into `out` (B, C_out, T, H, W), unclamped."""
-        r = self.spatial_compression_ratio
-        size = (self.tile_sample_min_height // r, self.tile_sample_min_width // r)
-        if not self.use_tiling or (z.shape[-2] <= size[0] and z.shape[-1] <= size[1]):
-            return self._decode_chunks(z, out)
-        stride = (self.tile_sample_stride_height, self.tile_sample_stride_width)
-        blend = (self.tile_sample_min_height - stride[0], self.tile_sample_min_width - stride[1])
-        _tiled_apply(self._decode_tile, z, out, size, (stride[0] // r, stride[1] // r), stride, blend)
+        """Decode (B, z, T', H', W') into `out` (B, C_out, T, H, W), unclamped; tiles one after the other."""
+        tiling = self._decode_tiling(z)
+        if tiling is None:
+            return _write_frames(self._decode_stream(z, self.num_latent_frames_per_chunk), out)
+        _tiled_apply(self._decode_tile, z, out, *tiling)
 
     def _decode_tile(self, z: torch.Tensor) -> torch.Tensor:
         out = z.new_empty(self._video_shape(z))
-        self._decode_chunks(z, out)
+        _write_frames(self._decode_stream(z, self.num_latent_frames_per_chunk), out)
         return out
 
-    def _decode_chunks(self, z: torch.Tensor, out: torch.Tensor) -> None:
-        """Decode `z` into `out` a chunk of latent frames at a time, carrying causal context in a `CausalCache`."""
+    def _decode_stream_tiled(self, z: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+        """`_decode_stream`, over blended tiles when tiling applies: every tile advances one block per step."""
+        tiling = self._decode_tiling(z)
+        if tiling is None:
+            yield from self._decode_stream(z, chunk)
+            return
+        tile_size, tile_stride, out_stride, blend = tiling
+        windows, num_cols = _tile_windows(z.shape[-2:], tile_size, tile_stride)
+        B, C, _, H, W = self._video_shape(z)
+        tiles = [self._decode_stream(z[..., rows, cols], chunk) for rows, cols in windows]
+        for blocks in zip(*tiles):  # the same block sizes in every tile: the same frames and chunks
+            frames = z.new_empty(B, C, blocks[0].shape[2], H, W)  # (B, C_out, t, H, W)
+            _blend_tiles(blocks, frames, num_cols, out_stride, blend)
+            yield frames
+
+    def _decode_stream(self, z: torch.Tensor, chunk: int | None) -> Iterator[torch.Tensor]:
+        """The decode loop: yield the frames of `z` (B, z, T', H', W') in time order as unclamped (B, C_out, t, H, W)
+        blocks, decoding `chunk` latent frames at a time (`None`: in one piece) with a `CausalCache`."""
         num_latent_frames = z.shape[2]
-        chunk = self._latent_frames_per_chunk(num_latent_frames)
+        chunk = self._latent_frames_per_chunk(num_latent_frames, chunk)
         cache = CausalCache() if chunk < num_latent_frames else None
         max_frames = chunk if cache is not None else None
-        written = 0
         for start in range(0, num_latent_frames, chunk):
             x = self.post_quant_conv(z[:, :, start : start + chunk])  # (B, z, n, H', W')
-            for frames in self.decoder.stream(x, cache, max_frames):  # (B, C_out, m, H, W) blocks in time order
-                out[:, :, written : written + frames.shape[2]] = frames
-                written += frames.shape[2]
+            yield from self.decoder.stream(x, cache, max_frames)  # (B, C_out, m, H, W) blocks in time order
+
+    def _decode_tiling(
+        self, z: torch.Tensor
+    ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]] | None:
+        """Tile size and stride in latent pixels, then stride and blend in video pixels; `None` without tiling."""
+        r = self.spatial_compression_ratio
+        size = (self.tile_sample_min_height // r, self.tile_sample_min_width // r)
+        if not self.use_tiling or (z.shape[-2] <= size[0] and z.shape[-1] <= size[1]):
+            return None
+        stride = (self.tile_sample_stride_height, self.tile_sample_stride_width)
+        blend = (self.tile_sample_min_height - stride[0], self.tile_sample_min_width - stride[1])
+        return size, (stride[0] // r, stride[1] // r), stride, blend
 
     # ---- shared ----
 
@@ -614,11 +732,12 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         r_t, r_s = self.temporal_compression_ratio, self.spatial_compression_ratio
         return (B, self.config.out_channels, 1 + (T - 1) * r_t, H * r_s, W * r_s)
 
-    def _latent_frames_per_chunk(self, num_latent_frames: int) -> int:
+    def _latent_frames_per_chunk(self, num_latent_frames: int, chunk: int | None) -> int:
+        """`chunk` latent frames at a time (`None`: all at once), at most the clip's `num_latent_frames`."""
         # Gradient checkpointing recomputes layers, which must not find the cache already advanced: one piece.
-        if self.num_latent_frames_per_chunk is None or (torch.is_grad_enabled() and self.is_gradient_checkpointing):
+        if chunk is None or (torch.is_grad_enabled() and self.is_gradient_checkpointing):
             return num_latent_frames
-        return min(self.num_latent_frames_per_chunk, num_latent_frames)
+        return min(chunk, num_latent_frames)
 
     def _batch_slices(self, batch_size: int) -> list[slice]:
         return [slice(b, b + 1) for b in range(batch_size)] if self.use_slicing else [slice(None)]

@@ -5,7 +5,9 @@ diffusers' `export_to_video` / `export_to_gif` are close, but we write our own f
   success (we write to a temporary file in the same directory, then `os.replace` it onto the target);
 - provenance metadata (prompt, seed, model) in the container: an mp4 `comment` tag, a gif comment, a png text chunk;
 - uint8 input (diffusers multiplies every array by 255) and tensors, and odd frame sizes (padded, not rescaled);
-- gif chosen by the file extension.
+- gif chosen by the file extension;
+- streaming: an iterator of frame chunks (e.g. from `SpacetimeVAE.decode_frames`) is written as it comes, so a long
+  video never has to be in memory at once.
 Reading frames needs nothing more than diffusers' `load_video`, so `load_video_frames` wraps it; `load_metadata`
 reads the provenance back.
 """
@@ -16,7 +18,8 @@ import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,8 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 IMAGE_SUFFIXES = (".png",)
 # imageio-ffmpeg's 1-10 scale (8 = x264 crf 10): keeps small saturated shapes close to their colours after yuv420p.
 DEFAULT_MP4_QUALITY = 8
+# Frames converted to uint8 at a time from a whole float video: bounds the float temporaries of the conversion.
+_FRAMES_PER_CONVERSION = 16
 
 
 def export_to_video(
@@ -44,12 +49,18 @@ def export_to_video(
     Write a video as H.264 mp4 (yuv420p, which every player opens) or as a looping gif, chosen by `path`'s extension.
 
     The file appears at `path` only once it is complete: it is written to a temporary file in the same directory and
-    moved onto `path` with `os.replace`. If writing fails, an existing file at `path` is left untouched and the
-    temporary file is removed.
+    moved onto `path` with `os.replace`. If writing fails, or a streamed `frames` iterator raises midway, an existing
+    file at `path` is left untouched and the temporary file is removed.
 
     Args:
-        frames: `np.ndarray` (T, H, W, 3) floats in [0, 1] or uint8, a list of PIL images, or `torch.Tensor`
-            (T, 3, H, W) / (T, H, W, 3) floats in [0, 1] (the pipeline's `output_type="pt"` video is (T, 3, H, W)).
+        frames: One video: `np.ndarray` (T, H, W, 3) floats in [0, 1] or uint8, a list of PIL images, or
+            `torch.Tensor` (T, 3, H, W) / (T, H, W, 3) floats in [0, 1] (the pipeline's `output_type="pt"` video is
+            (T, 3, H, W)). Or an iterator (e.g. a generator; not a list, which is a list of frames) of consecutive
+            chunks, each a short video in any of those forms, all of one frame size: each chunk is converted and
+            sent to the mp4 encoder as it arrives and then dropped, so memory does not grow with the video's length
+            (a gif still gathers its uint8 frames, as Pillow writes them all at the end). A VAE's output is in
+            [-1, 1]; stream `SpacetimeVAE.decode_frames` (B=1 chunks of shape (1, 3, t, H, W)) as
+            `((chunk[0].transpose(0, 1) + 1) / 2 for chunk in vae.decode_frames(z))`.
         path: where to write; ".mp4" or ".gif".
         fps (`float`, defaults to 16): frames per second.
         quality (`float`, defaults to 8): mp4 quality on imageio-ffmpeg's scale, 1 (smallest file) to 10 (best).
@@ -70,10 +81,13 @@ def export_to_video(
         raise ValueError(f"Cannot write a video to {str(path)!r}: the extension must be one of {VIDEO_SUFFIXES}.")
     if fps <= 0:
         raise ValueError(f"`fps` must be positive, got {fps}.")
-    video = frames_to_uint8(frames)
+    chunks = _uint8_chunks(frames)
+    first = next(chunks, None)  # converted before any file is created: bad input fails without touching `path`
+    if first is None:
+        raise ValueError("`frames` holds no frames: there is no video to write.")
     comment = json.dumps(metadata, ensure_ascii=False, sort_keys=True) if metadata else None
     with _atomic_path(path) as temporary:
-        _VIDEO_WRITERS[suffix](video, temporary, fps, quality, comment)
+        _VIDEO_WRITERS[suffix](chain([first], chunks), temporary, fps, quality, comment)
     return str(path)
 
 
@@ -161,15 +175,45 @@ def frames_to_uint8(frames: Any) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
-# ---- writers: (T, H, W, 3) uint8 -> file ----------------------------------------------------------------------------
+def _uint8_chunks(frames: Any) -> Iterator[np.ndarray]:
+    """`export_to_video`'s `frames` -> consecutive (t, H, W, 3) uint8 chunks of one frame size, converted lazily."""
+    if isinstance(frames, Iterator):
+        pieces = frames
+    elif isinstance(frames, (np.ndarray, torch.Tensor)) and frames.ndim == 4:
+        step = _FRAMES_PER_CONVERSION
+        pieces = (frames[start : start + step] for start in range(0, len(frames), step))
+    else:
+        pieces = iter([frames])
+    size = None
+    for index, piece in enumerate(pieces):
+        try:
+            piece = frames_to_uint8(piece)  # (t, H, W, 3)
+        except ValueError as error:
+            if pieces is not frames:
+                raise
+            raise ValueError(
+                f"Chunk {index} of `frames`: {error} Chunks of `SpacetimeVAE.decode_frames`, (1, 3, t, H, W) in"
+                " [-1, 1], convert as `(chunk[0].transpose(0, 1) + 1) / 2`."
+            ) from error
+        size = size or piece.shape[1:3]
+        if piece.shape[1:3] != size:
+            raise ValueError(
+                f"Every chunk of a video must have one frame size: chunk {index} is {piece.shape[1:3]}, the first"
+                f" was {size} (height, width)."
+            )
+        if len(piece):
+            yield piece
 
 
-def _write_mp4(video: np.ndarray, path: Path, fps: float, quality: float, comment: str | None) -> None:
+# ---- writers: (t, H, W, 3) uint8 chunks -> file ---------------------------------------------------------------------
+
+
+def _write_mp4(chunks: Iterator[np.ndarray], path: Path, fps: float, quality: float, comment: str | None) -> None:
     import imageio.v2 as imageio
 
     output_params = ["-metadata", f"comment={comment}"] if comment else []
     # macro_block_size=1: keep the exact size instead of letting imageio rescale to multiples of 16.
-    with imageio.get_writer(
+    writer = imageio.get_writer(
         path,
         format="FFMPEG",
         fps=fps,
@@ -179,19 +223,28 @@ def _write_mp4(video: np.ndarray, path: Path, fps: float, quality: float, commen
         macro_block_size=1,
         output_params=output_params,
         ffmpeg_log_level="error",
-    ) as writer:
-        for frame in _pad_to_even(video):
-            writer.append_data(frame)
+    )
+    try:
+        for chunk in chunks:
+            for frame in _pad_to_even(chunk):
+                writer.append_data(frame)
+    except BaseException:
+        # Stop ffmpeg before the caller removes the temporary file: imageio's `with` would leave it running on an
+        # error, and it could create the file only after the removal (seen with a chunk iterator failing early).
+        with suppress(Exception):
+            writer.close()
+        raise
+    writer.close()
 
 
-def _write_gif(video: np.ndarray, path: Path, fps: float, quality: float, comment: str | None) -> None:
-    images = [PIL.Image.fromarray(frame) for frame in video]
+def _write_gif(chunks: Iterator[np.ndarray], path: Path, fps: float, quality: float, comment: str | None) -> None:
+    images = [PIL.Image.fromarray(frame) for chunk in chunks for frame in chunk]  # Pillow writes them all at the end
     extra = {"comment": comment} if comment else {}
     duration_ms = round(1000 / fps)
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0, **extra)
 
 
-_VIDEO_WRITERS: dict[str, Callable[[np.ndarray, Path, float, float, str | None], None]] = {
+_VIDEO_WRITERS: dict[str, Callable[[Iterator[np.ndarray], Path, float, float, str | None], None]] = {
     ".mp4": _write_mp4,
     ".gif": _write_gif,
 }
