@@ -29,7 +29,7 @@ from .pipelines import (
     SoraVideoExtensionPipeline,
     SoraVideoToVideoPipeline,
 )
-from .pipelines.pipeline_sora import VIDEO_FILE_EXTENSIONS
+from .pipelines.inputs import VIDEO_FILE_EXTENSIONS
 from .utils.export import IMAGE_SUFFIXES, VIDEO_SUFFIXES, export_to_image, export_to_video, load_video_frames
 
 

@@ -13,7 +13,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.models import AutoencoderKLWan
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import load_image, load_video, logging
+from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -29,6 +29,7 @@ from .conditioning import (
     nearest_valid_num_frames,
     num_latent_frames,
 )
+from .inputs import _check_clip_batch, _num_prompts, _video_length, load_frames
 from .pipeline_output import SoraPipelineOutput
 
 
@@ -37,7 +38,6 @@ logger = logging.get_logger(__name__)
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 # Upper bound on text tokens when the tokenizer reports no usable `model_max_length` (UMT5's context, as Wan uses).
 DEFAULT_MAX_SEQUENCE_LENGTH = 512
-VIDEO_FILE_EXTENSIONS = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
 
 
 class SoraPipeline(DiffusionPipeline):
@@ -594,21 +594,6 @@ def _latent_stats(vae, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return as_tensor(mean), as_tensor(std)
 
 
-def _num_prompts(prompt: str | list[str] | None, prompt_embeds: torch.Tensor | None) -> int:
-    if prompt is None:
-        return prompt_embeds.shape[0]
-    return 1 if isinstance(prompt, str) else len(prompt)
-
-
-def _check_clip_batch(frames: torch.Tensor | None, num_prompts: int, name: str) -> None:
-    """A conditioning image/clip or source video is shared by all prompts (batch 1) or given once per prompt."""
-    if frames is not None and frames.shape[0] not in (1, num_prompts):
-        raise ValueError(
-            f"`{name}` holds a batch of {frames.shape[0]} clips for {num_prompts} prompts; give one clip for all "
-            "prompts or one per prompt."
-        )
-
-
 def _tokenizer_max_length(tokenizer) -> int:
     length = getattr(tokenizer, "model_max_length", None)
     return length if isinstance(length, int) and 0 < length <= 100_000 else DEFAULT_MAX_SEQUENCE_LENGTH
@@ -620,28 +605,3 @@ def _pad_tokens(embeds: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[
     if pad <= 0:
         return embeds, mask
     return torch.nn.functional.pad(embeds, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad))
-
-
-def load_frames(path: str | os.PathLike, name: str) -> PIL.Image.Image | list[PIL.Image.Image]:
-    """An image file -> PIL image, a video file -> list of PIL frames; unreadable -> ValueError naming argument `name`."""
-    path = str(path)
-    try:
-        return load_video(path) if path.lower().endswith(VIDEO_FILE_EXTENSIONS) else load_image(path)
-    except Exception as error:
-        raise ValueError(f"`{name}`: cannot read {path!r}: {error}") from error
-
-
-def _video_length(video: Any, name: str = "video") -> int:
-    """Frame count of a clip given as a list, array, tensor (3, T, H, W)/(B, 3, T, H, W) or path; 1 for an image."""
-    if isinstance(video, (str, os.PathLike)):
-        path = str(video)
-        if not os.path.isfile(path):
-            raise ValueError(f"`{name}`: cannot read {path!r} (no such file).")
-        return len(load_frames(path, name)) if path.lower().endswith(VIDEO_FILE_EXTENSIONS) else 1
-    if isinstance(video, (list, tuple)):
-        return len(video)
-    if isinstance(video, np.ndarray):
-        return video.shape[0] if video.ndim == 4 else 1
-    if isinstance(video, torch.Tensor):
-        return video.shape[-3] if video.ndim >= 4 else 1
-    return 1

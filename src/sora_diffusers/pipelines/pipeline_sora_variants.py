@@ -6,8 +6,9 @@ from typing import Any
 import torch
 
 from .conditioning import FrameCondition
+from .inputs import _video_length, load_frames
 from .pipeline_output import SoraPipelineOutput
-from .pipeline_sora import SoraPipeline, _video_length, load_frames
+from .pipeline_sora import SoraPipeline
 
 
 EXTENSION_MODES = ("forward", "backward", "loop", "connect")
