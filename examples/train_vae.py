@@ -71,12 +71,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loss.add_argument("--l1_weight", type=float, default=1.0)
     loss.add_argument("--mse_weight", type=float, default=1.0)
     loss.add_argument("--kl_weight", type=float, default=1e-6, help="on the KL per latent element")
+    loss.add_argument(
+        "--conv_init",
+        choices=("kaiming", "default"),
+        default="kaiming",
+        help="conv weight init: He-normal with zero biases, or PyTorch's default",
+    )
+    loss.add_argument(
+        "--logvar_init",
+        type=float,
+        default=-6.0,
+        help="initial posterior log-variance (bias of quant_conv's logvar half); 0 = PyTorch's default init",
+    )
+    loss.add_argument(
+        "--crop_size",
+        type=int,
+        default=None,
+        help="train on random crops of at most this many pixels a side (a multiple of the spatial compression)",
+    )
     loss.add_argument("--image_prob", type=float, default=0.2, help="share of batches cut to one random frame")
     val = p.add_argument_group("validation and latent statistics")
     val.add_argument("--num_validation_videos", type=int, default=4)
     val.add_argument("--stats_num_samples", type=int, default=64, help="clips encoded to measure latents_mean/std")
     args = p.parse_args(argv)
     check_args(args)
+    if args.crop_size is not None and (args.crop_size < 1 or args.crop_size % args.resolution_multiple):
+        raise ValueError(f"--crop_size must be a positive multiple of --resolution_multiple, got {args.crop_size}")
     if not 0.0 <= args.image_prob <= 1.0:
         raise ValueError(f"--image_prob must be in [0, 1], got {args.image_prob}")
     return args
@@ -102,10 +122,25 @@ class ReconstructionModel(nn.Module):
     def forward(
         self, video: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, T, H, W) -> reconstruction (same shape, in [-1, 1]) and the mean KL per latent element."""
+        """(B, 3, T, H, W) -> reconstruction (same shape, unclamped so every pixel has a gradient) and the mean KL
+        per latent element."""
         posterior = self.vae.encode(video).latent_dist
-        recon = self.vae.decode(posterior.sample(generator)).sample
+        recon = self.vae.decode(posterior.sample(generator), clamp=False).sample
         return recon, posterior.kl().sum() / posterior.mean.numel()
+
+
+def random_crop(video: torch.Tensor, size: int | None, rng: np.random.Generator) -> torch.Tensor:
+    """(B, 3, T, H, W) -> (B, 3, T, h, w): one random window of at most `size` x `size` pixels (None: the whole frame).
+
+    Training on crops of full-resolution clips teaches the VAE the scale it will see at inference (objects of 40-80
+    px at 256 px) at the cost of small frames.
+    """
+    if size is None:
+        return video
+    height, width = video.shape[-2:]
+    h, w = min(size, height), min(size, width)
+    top, left = int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1))
+    return video[..., top : top + h, left : left + w]
 
 
 def cut_to_images(video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -145,6 +180,33 @@ def measure_latent_stats(vae: SpacetimeVAE, dataset, num_samples: int, device) -
     return mean.tolist(), std.tolist()
 
 
+def init_convs_kaiming_(vae: SpacetimeVAE) -> None:
+    """He-normal conv weights (fan in, ReLU gain) and zero biases, so the input reaches the latents at init.
+
+    PyTorch's default conv init shrinks the signal ~3x per convolution and its biases then dominate: at init the
+    encoder's latents barely depend on the clip (mean |difference| between two clips 0.03 against a spread of 0.14; 0.30
+    against 0.74 with this init).
+    """
+    for module in vae.modules():
+        if isinstance(module, nn.Conv3d | nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def init_posterior_logvar_(vae: SpacetimeVAE, logvar: float) -> None:
+    """Start the posterior narrow: zero the log-variance half of `quant_conv` and set its bias to `logvar`.
+
+    With PyTorch's default init the posterior std starts near 1 while the latent means are ~0.1-0.2, so the decoder's
+    first inputs are mostly noise. On its own this did not end the background-only plateau of the shapes world (that
+    took training on unclamped decodes and `init_convs_kaiming_`); it is kept in the recipe that was measured.
+    """
+    half = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[half:].zero_()
+        vae.quant_conv.bias[half:].fill_(logvar)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     accelerator = setup_accelerator(args, find_unused_parameters=args.image_prob > 0)
@@ -152,6 +214,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 1. Model
     vae = SpacetimeVAE(**vae_config(args))
+    if args.conv_init == "kaiming":
+        init_convs_kaiming_(vae)
+    if args.logvar_init:
+        init_posterior_logvar_(vae, args.logvar_init)
     vae.disable_temporal_chunking()  # whole clips at once: fastest for training-length clips
     if args.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
@@ -177,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
     def step_fn(batch: dict, step: int) -> dict[str, torch.Tensor]:
         calls[0] += 1
         rng = np.random.default_rng([args.seed, calls[0], accelerator.process_index])
-        video = batch["video"]
+        video = random_crop(batch["video"], args.crop_size, rng)
         if rng.random() < args.image_prob:
             video = cut_to_images(video, rng)
         recon, kl = model(video, step_generator(rng, video.device))

@@ -442,3 +442,16 @@ def test_decode_and_forward_name_their_argument(vae):
 def test_config_rejects_bad_values(overrides, match):
     with pytest.raises(ValueError, match=match):
         SpacetimeVAE(**{**TINY_VAE_CONFIG, **overrides})
+
+
+def test_decode_without_clamp_keeps_values_out_of_range_and_their_gradients(vae):
+    torch.manual_seed(0)
+    z = (torch.randn(1, TINY_VAE_CONFIG["latent_channels"], 2, 2, 3) * 30).requires_grad_()  # drives pixels past +-1
+
+    raw = vae.decode(z, clamp=False).sample
+    clamped = vae.decode(z.detach()).sample
+
+    assert raw.abs().max() > 1.0
+    torch.testing.assert_close(raw.detach().clamp(-1, 1), clamped, rtol=0, atol=1e-6)
+    raw.square().mean().backward()  # every pixel passes a gradient, also those beyond +-1
+    assert z.grad is not None and z.grad.abs().sum() > 0

@@ -465,8 +465,8 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     # ---- decode ----
 
     @apply_forward_hook
-    def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple:
-        r"""Decode latents into videos, clamped to [-1, 1].
+    def decode(self, z: torch.Tensor, return_dict: bool = True, clamp: bool = True) -> DecoderOutput | tuple:
+        r"""Decode latents into videos, clamped to [-1, 1] (unless `clamp=False`).
 
         For long clips whose frames go to a file, `decode_frames` streams the same frames without ever holding the
         whole video.
@@ -474,6 +474,9 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         Args:
             z (`torch.Tensor` of shape `(B, latent_channels, T', H', W')`): Latents (not normalised).
             return_dict (`bool`, defaults to `True`): Return a `DecoderOutput` instead of a tuple.
+            clamp (`bool`, defaults to `True`): Clamp to [-1, 1]. Train on `clamp=False`: a clamped pixel passes no
+                gradient, so wherever the decoder overshoots the range (black backgrounds pull it below -1) the loss
+                cannot pull it back.
 
         Returns:
             `DecoderOutput` whose `sample` has shape (B, out_channels, 1 + (T' - 1) * temporal_compression_ratio,
@@ -484,7 +487,8 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         out = z.new_empty(self._video_shape(z))  # (B, out_channels, T, H, W)
         for batch in self._batch_slices(z.shape[0]):
             self._decode_into(z[batch], out[batch])
-        out = out.clamp_(-1.0, 1.0)  # in place: no second video-sized tensor
+        if clamp:
+            out = out.clamp_(-1.0, 1.0)  # in place: no second video-sized tensor
         return DecoderOutput(sample=out) if return_dict else (out,)
 
     @apply_forward_hook
