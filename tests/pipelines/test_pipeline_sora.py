@@ -508,3 +508,31 @@ def test_real_minilm_text_encoder(components, minilm):
     assert (embeds[0] - embeds[1]).abs().max() > 0.1
     frames = run(pipe, "a red circle moving right")
     assert frames.shape == (1, 5, 3, HEIGHT, WIDTH) and torch.isfinite(frames).all()
+
+
+# ---- pixel inputs ---------------------------------------------------------------------------------------------------
+
+
+def test_every_pixel_format_gives_the_same_frames(make_pipe):
+    """uint8 and float numpy, PIL, lists of frames and tensors (uint8 or [-1, 1]) of one clip are read alike."""
+    pipe = make_pipe()
+    rng = np.random.default_rng(0)
+    H, W = HEIGHT, WIDTH
+    clip = rng.integers(0, 256, size=(5, H, W, 3), dtype=np.uint8)  # (T, H, W, 3)
+    expected = torch.from_numpy(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, T, H, W)
+
+    as_tensor = torch.from_numpy(clip).permute(3, 0, 1, 2)  # (3, T, H, W) uint8
+    formats = {
+        "uint8 numpy": clip,
+        "float numpy": clip.astype(np.float32) / 255.0,
+        "list of uint8 numpy": list(clip),
+        "list of PIL": [PIL.Image.fromarray(frame) for frame in clip],
+        "uint8 tensor": as_tensor,
+        "float tensor": as_tensor.float() / 127.5 - 1.0,
+    }
+    for name, frames in formats.items():
+        got = pipe.preprocess_frames(frames, H, W)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=name)
+
+    image = pipe.preprocess_frames(clip[0], H, W)  # one uint8 (H, W, 3) image
+    torch.testing.assert_close(image, expected[:, :, :1], rtol=0, atol=1e-5)

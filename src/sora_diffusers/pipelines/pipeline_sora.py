@@ -82,6 +82,17 @@ class SoraPipeline(DiffusionPipeline):
         self.vae_scale_factor_spatial = _vae_ratio(vae, "spatial")
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
 
+    @classmethod
+    def from_default_model(cls, dtype: torch.dtype = torch.float32, **kwargs):
+        """The model embedded in the package (shapes world, MiniLM text encoder), loaded offline; see model_card.md.
+
+        Works for every variant (`SoraImageToVideoPipeline.from_default_model()` ...). `kwargs` go to
+        `from_pretrained`. Raises `FileNotFoundError` if the package was installed without the model.
+        """
+        from ..default_model import load_default_pipeline
+
+        return load_default_pipeline(cls, dtype=dtype, **kwargs)
+
     # ---- properties read by callbacks ----------------------------------------------------------------------------
 
     @property
@@ -278,9 +289,22 @@ class SoraPipeline(DiffusionPipeline):
     # ---- pixels <-> latents --------------------------------------------------------------------------------------
 
     def preprocess_frames(self, frames: Any, height: int, width: int, name: str = "frames") -> torch.Tensor:
-        """Any image, clip or file path -> (B, 3, T, height, width) in [-1, 1]."""
+        """Any image, clip or file path -> (B, 3, T, height, width) in [-1, 1].
+
+        PIL images; numpy arrays (H, W, 3) / (T, H, W, 3) as floats in [0, 1] or uint8; tensors (3, H, W) /
+        (3, T, H, W) / (B, 3, T, H, W) as floats in [-1, 1] or uint8; lists of images; image or video file paths.
+        """
         if isinstance(frames, (str, os.PathLike)):
             frames = load_frames(frames, name)
+        # uint8 pixels -> the float ranges below (diffusers' video processor takes numpy floats in [0, 1] as they are)
+        if isinstance(frames, np.ndarray) and frames.dtype == np.uint8:
+            frames = frames.astype(np.float32) / 255.0
+        elif isinstance(frames, (list, tuple)) and any(
+            isinstance(f, np.ndarray) and f.dtype == np.uint8 for f in frames
+        ):
+            frames = [f.astype(np.float32) / 255.0 if f.dtype == np.uint8 else f for f in frames]
+        elif isinstance(frames, torch.Tensor) and frames.dtype == torch.uint8:
+            frames = frames.float() / 127.5 - 1.0
         # RGB: gif frames and user images may be palette, grey or RGBA, which the video processor keeps as they are
         if isinstance(frames, PIL.Image.Image):
             frames = frames.convert("RGB")
