@@ -14,6 +14,7 @@ never leaves a half-written model behind; files of an older model are replaced, 
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -87,6 +88,11 @@ def export(pipeline: str, output_dir: str | Path, dtype: torch.dtype = torch.flo
             elif target.exists():
                 target.unlink()
             (staging / name).rename(target)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [output_dir / name for name in MODEL_ENTRIES]:  # staged files are private (0600): make them readable
+        for item in [path, *path.rglob("*")]:
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
     index = json.loads((output_dir / "model_index.json").read_text())
     return {"output_dir": str(output_dir), "size_mb": round(size_mb, 2), "parameters": parameters, "index": index}
 

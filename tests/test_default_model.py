@@ -140,3 +140,22 @@ def test_cli_generates_with_the_embedded_model_when_no_model_is_given(exported_d
 
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(output)
     assert load_video_frames(output).shape == (T, H, W, 3)
+
+
+# ---- the model shipped in the package -------------------------------------------------------------------------------
+
+
+def test_the_shipped_model_is_16_bit_within_budget_and_generates_deterministically():
+    folder = Path(default_model.default_model_path())  # FileNotFoundError: the package lost its model
+    sizes = [p.stat().st_size for p in folder.rglob("*.safetensors")]
+    assert len(sizes) == 2 and sum(sizes) / 2**20 <= export_default_model.MAX_SIZE_MB
+    assert default_model.missing_text_components(folder) == ["tokenizer", "text_encoder"]
+
+    pipe = SoraPipeline.from_default_model()
+    assert pipe.transformer.config.text_dim == MINILM_DIM and pipe.transformer.config.per_frame_timesteps
+    ratio = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
+    assert pipe.config.default_height % ratio == 0 and pipe.config.default_height >= 256
+    kwargs = dict(num_frames=5, height=2 * ratio, width=3 * ratio, output_type="pt")
+    first, again = (_generate(pipe, **kwargs) for _ in range(2))
+    assert first.shape == (1, 5, 3, 2 * ratio, 3 * ratio)
+    assert torch.equal(first, again) and 0 <= float(first.min()) and float(first.max()) <= 1

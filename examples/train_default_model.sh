@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Train the embedded default model from scratch, install it into the package and measure it: the exact commands
+# behind model_card.md. Every stage resumes from its last checkpoint when run again (same RUNS folder).
+#
+#   bash examples/train_default_model.sh            # PROFILE=cpu: what trained the shipped model on a 2-core CPU
+#   PROFILE=gpu bash examples/train_default_model.sh  # the same recipe with GPU-sized steps and batches
+#   STAGES="dit export" bash examples/train_default_model.sh   # only some stages
+#
+# Stages: vae (train_vae.py), dit (latent cache + train_text_to_video.py), export (export_default_model.py into
+# src/sora_diffusers/default_model), eval (benchmarks/eval_default_model.py, the issue-5 targets).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PROFILE=${PROFILE:-cpu}
+RUNS=${RUNS:-../runs}  # checkpoints and caches stay outside the work tree
+STAGES=${STAGES:-"vae dit export eval"}
+
+case "$PROFILE" in
+  cpu)
+    COMMON=(--torch_threads 2 --dataloader_num_workers 1)
+    VAE_STEPS=800 VAE_BATCH=4 DIT_STEPS=${DIT_STEPS:-3000} DIT_BATCH=8 CACHE_CLIPS=${CACHE_CLIPS:-320} EVAL_CLIPS=12
+    ;;
+  gpu)  # proposed sizes for an H100 (not run yet: no GPU was lent when this recipe was written)
+    COMMON=(--mixed_precision bf16 --allow_tf32 --dataloader_num_workers 8)
+    VAE_STEPS=6000 VAE_BATCH=8 DIT_STEPS=${DIT_STEPS:-8000} DIT_BATCH=16 CACHE_CLIPS=${CACHE_CLIPS:-8192} EVAL_CLIPS=64
+    ;;
+  *) echo "PROFILE must be cpu or gpu, got '$PROFILE'" >&2; exit 2 ;;
+esac
+
+for stage in $STAGES; do
+  case "$stage" in
+    vae)
+      # 3.2 M params: 4x time, 16x space (dim_mult of 5 levels), 16 latent channels; 128 px crops of 256 px clips
+      # (the object scale of the demo), 9 frames.
+      python examples/train_vae.py --output_dir "$RUNS/vae16" --seed 0 \
+        --resolution 256 --resolution_multiple 32 --crop_size 128 --num_frames 9 \
+        --aspect_ratios landscape portrait square \
+        --base_dim 16 --dim_mult 1 2 4 4 4 --temporal_downsample 0 1 1 0 --latent_channels 16 \
+        --train_batch_size "$VAE_BATCH" --learning_rate 4e-4 --lr_warmup_steps 20 --max_train_steps "$VAE_STEPS" \
+        --use_ema --ema_decay 0.995 --logging_steps 25 --validation_steps 0 --num_validation_videos 2 \
+        --stats_num_samples 32 --checkpointing_steps 100 --checkpoints_total_limit 2 \
+        --resume_from_checkpoint latest "${COMMON[@]}"
+      ;;
+    dit)
+      # 6 layers x 256 wide, patch 1x2x2 on 16x latents: 576 tokens for 33 frames of 256x256 (8 x 8 x 9).
+      python examples/train_text_to_video.py --vae "$RUNS/vae16" --output_dir "$RUNS/t2v" --seed 0 \
+        --resolution 256 --resolution_multiple 32 --num_frames 17 33 --aspect_ratios landscape portrait square \
+        --cache_latents "$RUNS/cache256" --num_train_samples "$CACHE_CLIPS" \
+        --patch_size 1 2 2 --num_layers 6 --num_attention_heads 4 --attention_head_dim 64 --ffn_dim 1024 \
+        --train_batch_size "$DIT_BATCH" --learning_rate 5e-4 --lr_warmup_steps 100 --max_train_steps "$DIT_STEPS" \
+        --use_ema --ema_decay 0.995 --scheduler_shift 2.0 --logging_steps 20 --checkpointing_steps 200 \
+        --checkpoints_total_limit 2 --validation_steps 0 --validation_height 256 --validation_width 256 \
+        --validation_num_frames 33 --validation_num_inference_steps 20 \
+        --resume_from_checkpoint latest "${COMMON[@]}"
+      ;;
+    export)
+      python examples/export_default_model.py "$RUNS/t2v"
+      ;;
+    eval)
+      python benchmarks/eval_default_model.py --num_clips "$EVAL_CLIPS" --time_demo --output_dir "$RUNS/eval"
+      ;;
+    *) echo "unknown stage '$stage' (vae, dit, export, eval)" >&2; exit 2 ;;
+  esac
+done
