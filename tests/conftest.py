@@ -18,6 +18,17 @@ TINY_TRANSFORMER_CONFIG = dict(
 )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module's tiny models: they gain nothing from a second thread, and on a busy 2-core
+    machine OpenMP's barriers make every op wait for a core (~40 ms instead of ~0.1 ms per tiny conv, measured).
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`; the thread count is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

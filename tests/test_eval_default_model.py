@@ -35,12 +35,7 @@ SCORE_KEYS["extend_backward"] = SCORE_KEYS["extend_forward"]
 SHARES = ("prompt_adherence", "motion_accuracy", "permanence", "motion_continued")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -397,4 +397,5 @@ def test_vae_init_passes_the_input_to_the_latents_and_starts_with_a_narrow_poste
     with torch.no_grad():
         logvar = initialised.encode(clips[0]).latent_dist.logvar
     torch.testing.assert_close(logvar, torch.full_like(logvar, -6.0))
-    assert all(float(m.bias.abs().max()) == 0 for m in initialised.encoder.modules() if isinstance(m, torch.nn.Conv3d))
+    biases = [m.bias.detach() for m in initialised.encoder.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert all(float(b.abs().max()) == 0 for b in biases)

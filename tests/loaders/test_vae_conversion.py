@@ -36,13 +36,7 @@ WAN_TINY_CONFIG.update(latents_mean=[0.0, 0.1, -0.1, 0.2], latents_std=[1.0, 2.0
 PARITY_SHAPES = [(2, 1, 16, 16), (1, 5, 24, 40), (2, 9, 40, 24), (1, 9, 8, 56)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread; on a busy 2-core machine it costs ~40 ms per op (measured)."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
