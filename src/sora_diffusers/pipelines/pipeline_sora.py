@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import PIL.Image
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.models import AutoencoderKLWan
@@ -29,7 +28,7 @@ from .conditioning import (
     nearest_valid_num_frames,
     num_latent_frames,
 )
-from .inputs import _check_clip_batch, _num_prompts, _video_length, load_frames
+from .inputs import _check_clip_batch, _num_prompts, _video_length, frames_to_tensor
 from .pipeline_output import SoraPipelineOutput
 
 
@@ -289,45 +288,8 @@ class SoraPipeline(DiffusionPipeline):
     # ---- pixels <-> latents --------------------------------------------------------------------------------------
 
     def preprocess_frames(self, frames: Any, height: int, width: int, name: str = "frames") -> torch.Tensor:
-        """Any image, clip or file path -> (B, 3, T, height, width) in [-1, 1].
-
-        PIL images; numpy arrays (H, W, 3) / (T, H, W, 3) as floats in [0, 1] or uint8; tensors (3, H, W) /
-        (3, T, H, W) / (B, 3, T, H, W) as floats in [-1, 1] or uint8; lists of images; image or video file paths.
-        """
-        if isinstance(frames, (str, os.PathLike)):
-            frames = load_frames(frames, name)
-        # uint8 pixels -> the float ranges below (diffusers' video processor takes numpy floats in [0, 1] as they are)
-        if isinstance(frames, np.ndarray) and frames.dtype == np.uint8:
-            frames = frames.astype(np.float32) / 255.0
-        elif isinstance(frames, (list, tuple)) and any(
-            isinstance(f, np.ndarray) and f.dtype == np.uint8 for f in frames
-        ):
-            frames = [f.astype(np.float32) / 255.0 if f.dtype == np.uint8 else f for f in frames]
-        elif isinstance(frames, torch.Tensor) and frames.dtype == torch.uint8:
-            frames = frames.float() / 127.5 - 1.0
-        # RGB: gif frames and user images may be palette, grey or RGBA, which the video processor keeps as they are
-        if isinstance(frames, PIL.Image.Image):
-            frames = frames.convert("RGB")
-        elif isinstance(frames, (list, tuple)) and all(isinstance(f, PIL.Image.Image) for f in frames):
-            frames = [f.convert("RGB") for f in frames]
-        if isinstance(frames, PIL.Image.Image) or (isinstance(frames, np.ndarray) and frames.ndim == 3):
-            return self.video_processor.preprocess(frames, height, width).unsqueeze(2)  # (1, 3, 1, H, W)
-        if isinstance(frames, torch.Tensor):
-            if frames.ndim == 3:  # (3, H, W) image
-                frames = frames[:, None]
-            if frames.ndim == 4:  # (3, T, H, W) clip
-                frames = frames[None]
-            if frames.ndim != 5 or frames.shape[1] != 3:
-                raise ValueError(
-                    f"`{name}` tensor must be (3, H, W), (3, T, H, W) or (B, 3, T, H, W), got {tuple(frames.shape)}."
-                )
-            B, C, T, H, W = frames.shape
-            flat = frames.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W)  # (B*T, 3, H, W)
-            flat = torch.nn.functional.interpolate(flat.float(), size=(height, width), mode="bilinear", antialias=True)
-            return flat.reshape(B, T, C, height, width).permute(0, 2, 1, 3, 4).clamp(-1, 1)
-        if isinstance(frames, (list, tuple)) or (isinstance(frames, np.ndarray) and frames.ndim == 4):
-            return self.video_processor.preprocess_video(frames, height, width)  # (B, 3, T, H, W)
-        raise TypeError(f"`{name}` must be an image, a clip or a file path, got {type(frames).__name__}.")
+        """Any image, clip or file path -> (B, 3, T, height, width) in [-1, 1] (formats: `inputs.frames_to_tensor`)."""
+        return frames_to_tensor(frames, self.video_processor, height, width, name)
 
     def encode_video(self, video: torch.Tensor, generator=None, sample: bool = False) -> torch.Tensor:
         """(B, 3, T, H, W) pixels -> normalised latents (B, C, T', H', W') (posterior mode unless `sample`)."""
