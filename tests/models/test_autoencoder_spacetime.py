@@ -109,6 +109,34 @@ def test_causal_conv_pads_only_before_the_frames():
     assert y[0, 0, 2, 1, 1] == 9  # the last output sees its own frame's 3x3 window
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the per-tap path runs on oneDNN only")
+@pytest.mark.parametrize("kernel, padding", [(3, 1), ((3, 1, 1), (1, 0, 0))])  # residual conv; time upsampler conv
+def test_causal_conv_per_tap_path_matches_the_padded_buffer_path(kernel, padding):
+    """CPU fp32 inference takes `_forward_onednn` (one 2D conv per temporal tap, channels-last, cache rolled in
+    place); float64 takes the padded-buffer path. Chunks shorter and longer than the 2-frame context, batch 2."""
+    torch.manual_seed(0)
+    conv = CausalConv3d(3, 5, kernel, padding=padding)
+    x = torch.randn(2, 3, 12, 6, 7)
+    cache, reference_cache, outputs, references, cache_tensors = CausalCache(), CausalCache(), [], [], []
+    with torch.no_grad():
+        start = 0
+        for size in (1, 1, 3, 2, 5):
+            outputs.append(conv(x[:, :, start : start + size], cache))
+            references.append(conv.double()(x[:, :, start : start + size].double(), reference_cache))
+            conv.float()
+            cache_tensors.append(cache.get(conv))
+            start += size
+        whole = conv(x)  # no cache: zeros before frame 0
+    streamed, reference = torch.cat(outputs, dim=2), torch.cat(references, dim=2)
+    assert streamed.shape == (2, 5, 12, 6, 7)
+    assert all(out.is_contiguous(memory_format=torch.channels_last_3d) for out in outputs)
+    assert _rel_err(streamed.double(), reference) <= 1e-6
+    assert _rel_err(whole.double(), reference) <= 1e-6
+    torch.testing.assert_close(cache.get(conv).double(), reference_cache.get(conv), rtol=0, atol=1e-6)
+    # After the first chunk the cache's tensor is rewritten in place, not replaced by a new one per chunk.
+    assert len({t.data_ptr() for t in cache_tensors[1:]}) == 1
+
+
 def test_encoder_is_causal(vae):
     x = _video(1, 9)
     y = x.clone()

@@ -78,7 +78,7 @@ class Encoder3d(nn.Module):
         for layer in self.down_blocks:
             x = _run_layer(self, layer, x, cache)  # down to (B, C_top, T', H', W')
         x = _run_layer(self, self.mid_block, x, cache)
-        x = self.conv_out(F.silu(self.norm_out(x)), cache)  # (B, out_channels, T', H', W')
+        x = self.conv_out(F.silu(self.norm_out(x)), cache).contiguous()  # (B, out_channels, T', H', W')
         if cache is not None:
             cache.end_first_chunk()
         return x
@@ -118,7 +118,8 @@ class Decoder3d(nn.Module):
         self.gradient_checkpointing = False
 
     def _head(self, x: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
-        return self.conv_out(F.silu(self.norm_out(x), inplace=True), cache)
+        # contiguous: CPU inference runs channels-last (see CausalConv3d), callers get the usual layout
+        return self.conv_out(F.silu(self.norm_out(x, inplace=True), inplace=True), cache).contiguous()
 
     def stream(
         self, x: torch.Tensor, cache: CausalCache | None = None, max_frames: int | None = None

@@ -60,6 +60,19 @@ def _use_onednn(x: torch.Tensor) -> bool:
     )
 
 
+def _roll_context(previous: torch.Tensor | None, x: torch.Tensor, context: int) -> torch.Tensor:
+    """The last `context` frames of (previous, x) along dim 2, written into `previous` when it can take them (no
+    new tensor per chunk); `previous=None` stands for zero frames."""
+    T = x.shape[2]
+    if previous is None or previous.shape[:2] != x.shape[:2] or previous.shape[3:] != x.shape[3:]:
+        start = torch.zeros_like(x[:, :, :1]).expand(-1, -1, max(context - T, 0), -1, -1)
+        return torch.cat([start, x[:, :, -context:]], dim=2).contiguous(memory_format=torch.channels_last_3d)
+    for i in range(context - T):  # keep the context's newest frames, oldest first (no overlap between reads/writes)
+        previous[:, :, i] = previous[:, :, i + T]
+    previous[:, :, max(context - T, 0) :] = x[:, :, -context:]
+    return previous
+
+
 # Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::WanCausalConv3d
 class CausalConv3d(nn.Conv3d):
     """`nn.Conv3d` whose temporal padding lies entirely before the frames, so output frame t sees input frames <= t.
@@ -97,22 +110,67 @@ class CausalConv3d(nn.Conv3d):
         pad_h, pad_w = self.spatial_padding
         if self.context_frames == 0 and pad_h == pad_w == 0:
             return super().forward(x)
+        if _use_onednn(x):
+            return self._forward_onednn(x, cache)
+        return super().forward(self._padded(x, cache))
 
-        # 1. One padded buffer: zeros around the frames and `context_frames` zero frames before them.
+    def _padded(self, x: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
+        """x in one padded buffer: zeros around the frames and, before them, `context_frames` frames of context
+        (zeros at the start of the clip, the previous chunk's last input frames afterwards); pushes x's tail."""
         H, W = x.shape[-2:]
+        pad_h, pad_w = self.spatial_padding
         context = self.context_frames
         x = F.pad(x, (pad_w, pad_w, pad_h, pad_h, context, 0))  # (B, C, context + T, H + 2p_h, W + 2p_w)
         if context == 0:
-            return super().forward(x)
+            return x
         rows, cols = slice(pad_h, pad_h + H), slice(pad_w, pad_w + W)
-
-        # 2. After the first chunk, the context is the previous chunk's last frames instead of zeros.
         previous = cache.get(self) if cache is not None else None
         if previous is not None:
             x[:, :, :context, rows, cols] = previous
         if cache is not None:
             cache.push(self, x[:, :, -context:, rows, cols].clone())  # (B, C, context, H, W)
-        return super().forward(x)
+        return x
+
+    def _forward_onednn(self, x: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
+        """`forward` for CPU fp32 inference: one 2D convolution per temporal tap, in channels-last layout.
+
+        Output frame t is the sum over taps k of `weight[:, :, k]` applied to frame t + k of the sequence (context,
+        then `x`), so each tap convolves a run of frames of `x` and a run of cached frames where they are, and adds
+        into the output: no buffer of context and frames joined (the cache is rolled in place instead), and
+        channels-last frames go to oneDNN without a reorder. Measured per 3x3x3 conv, one frame after two of
+        context, one thread: 32 channels at 128 x 128, 4 MiB of transient memory instead of 18 for the padded-
+        buffer path above and 7.8 ms instead of 12.5; 128 channels at 32 x 32, 1.5 MiB instead of 5.4, 6.5 ms
+        instead of 6.9. The sum runs in another order than one 3D kernel's: about 1e-6 relative to the output.
+        """
+        B, C, T, H, W = x.shape
+        context, kernel_t = self.context_frames, self.kernel_size[0]
+        if self.stride[0] != 1 or kernel_t != context + 1:  # not a plain causal conv: the padded-buffer path
+            return self._conv_forward(self._padded(x, cache), self.weight, self.bias)
+        x = x.contiguous(memory_format=torch.channels_last_3d)  # (B, C, T, H, W), channels-last: no copy if already
+        previous = cache.get(self) if cache is not None else None  # (B, C, context, H, W) or None (zeros)
+
+        # Tap k = context reads x's frames for every output frame: it starts the sum, with the bias.
+        out = self._conv_tap(x, context, self.bias)  # (B, C_out, T, H', W')
+        for k in range(context):  # output frame t reads sequence frame t + k: context frame, or x frame t + k - c
+            from_context = min(T, context - k)  # output frames 0 .. from_context - 1 read context frames k ..
+            if previous is not None:
+                out[:, :, :from_context] += self._conv_tap(previous[:, :, k : k + from_context], k, None)
+            if from_context < T:
+                out[:, :, from_context:] += self._conv_tap(x[:, :, : T - from_context], k, None)
+        if cache is not None:
+            cache.push(self, _roll_context(previous, x, context))
+        return out
+
+    def _conv_tap(self, frames: torch.Tensor, k: int, bias: torch.Tensor | None) -> torch.Tensor:
+        """Temporal tap k of the kernel over each of `frames` (B, C, n, H, W), channels-last -> (B, C_out, n, H', W')."""
+        B, C, n, H, W = frames.shape
+        frames_2d = frames.transpose(1, 2).reshape(B * n, C, H, W)  # a view for B = 1 (channels-last frames)
+        # A channels-last weight too, or oneDNN takes its channels-first kernel and reorders the frames.
+        weight = self.weight[:, :, k].contiguous(memory_format=torch.channels_last)
+        out = torch.mkldnn_convolution(
+            frames_2d, weight, bias, self.spatial_padding, self.stride[1:], self.dilation[1:], self.groups
+        )  # (B * n, C_out, H', W')
+        return out.view(B, n, *out.shape[1:]).transpose(1, 2)
 
 
 # Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::WanResample.forward ("downsample3d")
@@ -171,11 +229,16 @@ class ChannelRMSNorm(nn.Module):
         self.scale = dim**0.5
         self.gamma = nn.Parameter(torch.ones(dim, *([1] * num_spatial_dims)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """`inplace=True` overwrites `x` (when autograd is off and x needs no upcast), saving one tensor of its size:
+        for callers that own `x` and no longer need it."""
         # fp32 for half-precision inputs: the sum of squares over hundreds of channels overflows/underflows there.
         upcast = x.dtype in (torch.float16, torch.bfloat16)
-        normalized = F.normalize(x.float() if upcast else x, dim=1).to(x.dtype)
-        return normalized * self.scale * self.gamma
+        if inplace and not upcast and not torch.is_grad_enabled():
+            normalized = x.div_(x.norm(dim=1, keepdim=True).clamp_min_(1e-12))  # F.normalize's arithmetic, in place
+        else:
+            normalized = F.normalize(x.float() if upcast else x, dim=1).to(x.dtype)
+        return normalized.mul_(self.scale).mul_(self.gamma)  # in place: `normalized` is ours (same order as Wan)
 
 
 # Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::WanResidualBlock
@@ -199,9 +262,10 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         shortcut = self.conv_shortcut(x)
-        x = self.conv1(F.silu(self.norm1(x), inplace=True), cache)  # in place: the norm's output is ours
-        x = self.conv2(self.dropout(F.silu(self.norm2(x), inplace=True)), cache)
-        return x.add_(shortcut)  # in place: the conv's output is ours
+        h = self.conv1(F.silu(self.norm1(x), inplace=True), cache)  # in place: the norm's output is ours
+        h = F.silu(self.norm2(h, inplace=True), inplace=True)  # in place (inference): conv1's output is ours
+        h = self.conv2(self.dropout(h), cache)
+        return h.add_(shortcut)  # in place: the conv's output is ours
 
 
 class _NearestUpsample2x(nn.Upsample):
