@@ -35,18 +35,18 @@ Workers run one after the other; on a machine shared with other jobs, compare ti
 (`--repeats 3` for steadier medians). On CUDA, cuDNN's default TF32 convolutions round differently for our
 per-frame shapes: outputs differ by ~1e-3.
 
-Measured (defaults, 129 frames; 2 CPU cores, quiet VM). Decode to a tensor: time 0.99x (15.10 vs 14.91 s), peak
-0.75x (137 vs 102 MiB), beyond the 49 MiB causal cache 0.61x. Decode to an mp4: time 1.02x (15.17 vs 15.47 s), peak
-0.58x (135 vs 79 MiB), beyond the cache 0.34x; ffmpeg's own process 43 MiB on both sides (0.68x with it counted).
-The mp4 task's peak by clip length (diffusers vs ours, MiB; single memory workers, `--latent-frames` 17 / 33 / 65):
+Measured (defaults, 129 frames; 2 CPU cores, quiet VM, `--repeats 3`), after the per-tap channels-last CPU path
+of `CausalConv3d` (2026-11-23, session 3). Decode to an mp4: peak 0.47x (134.6 vs 63.4 MiB) at time 0.73x (14.75
+vs 10.81 s); beyond the 49.3 MiB causal cache 0.17x. Decode to a tensor: peak 0.64x (136.5 vs 86.9 MiB) at time
+0.70x (14.44 vs 10.04 s). The tensor task cannot reach 0.5x here for an exact decoder: the causal cache (49.3 MiB,
+which diffusers holds too) plus the returned video (24.2 MiB) are 0.54x of diffusers' peak before any activation.
+Before that change (same VM): mp4 0.58x (135 vs 79 MiB), tensor 0.75x (137 vs 102 MiB), both at ~1.0x time.
+The mp4 task's peak by clip length, before the change (diffusers vs ours, MiB; `--latent-frames` 17 / 33 / 65):
 65 frames 122 vs 79 (0.65x), 129 frames 135 vs 79 (0.58x), 257 frames 159 vs 79 (0.49x): ours stays flat,
-diffusers' grows by about one output video (12 MiB per 64 frames). Both decoders keep the same causal cache, which
-any exact streaming decoder needs and which puts a floor under both peaks (0.36x of diffusers' at 129 frames). The
-mp4 files differ only through the decoders' float rounding (up to 5e-6, which flips 0.008% of the uint8 values by
-one level). An earlier run of the tensor task at 65 frames on another host (Xeon, 2 pinned cores) measured time
-0.81x (11.2 vs 9.1 s); this VM gives about 1.0x at 65 frames with the same code. CUDA, tensor task, full Wan 2.1
-VAE (base_dim 96), 81 frames of 240 x 416, H100: time 1.13x (0.84 vs 0.95 s), peak 0.69x (2246 vs 1557 MiB), beyond
-the 900 MiB cache 0.49x.
+diffusers' grows by about one output video (12 MiB per 64 frames). The mp4 files differ only through the decoders'
+float rounding (up to 6e-6, which flips 0.01% of the uint8 values by one level). CUDA, tensor task, full Wan 2.1
+VAE (base_dim 96), 81 frames of 240 x 416, H100 (the CUDA path is unchanged by the CPU work): time 1.13x (0.84 vs
+0.95 s), peak 0.69x (2246 vs 1557 MiB), beyond the 900 MiB cache 0.49x.
 
     python benchmarks/bench_vae.py                      # 129 frames of 128 x 128, base_dim 32, ~3.5 min
     python benchmarks/bench_vae.py --latent-frames 65   # 257 frames, ~6 min
