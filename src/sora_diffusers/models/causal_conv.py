@@ -64,7 +64,7 @@ def _roll_context(previous: torch.Tensor | None, x: torch.Tensor, context: int) 
     """The last `context` frames of (previous, x) along dim 2, written into `previous` when it can take them (no
     new tensor per chunk); `previous=None` stands for zero frames."""
     T = x.shape[2]
-    if previous is None or previous.shape[:2] != x.shape[:2] or previous.shape[3:] != x.shape[3:]:
+    if previous is None:
         start = torch.zeros_like(x[:, :, :1]).expand(-1, -1, max(context - T, 0), -1, -1)
         return torch.cat([start, x[:, :, -context:]], dim=2).contiguous(memory_format=torch.channels_last_3d)
     for i in range(context - T):  # keep the context's newest frames, oldest first (no overlap between reads/writes)
@@ -157,7 +157,7 @@ class CausalConv3d(nn.Conv3d):
                 out[:, :, :from_context] += self._conv_tap(previous[:, :, k : k + from_context], k, None)
             if from_context < T:
                 out[:, :, from_context:] += self._conv_tap(x[:, :, : T - from_context], k, None)
-        if cache is not None:
+        if cache is not None and context:  # a conv with no temporal context carries nothing
             cache.push(self, _roll_context(previous, x, context))
         return out
 
