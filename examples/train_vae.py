@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--num_res_blocks", type=int, default=None)
     model.add_argument("--attn_scales", type=float, nargs="*", default=None)
     model.add_argument("--temporal_downsample", type=int, nargs="+", default=None, help="0/1 per downsampling")
+    model.add_argument(
+        "--patch_size", type=int, default=None, help="fold p x p pixels into channels first (Wan 2.2's patchify)"
+    )
     loss = p.add_argument_group("loss")
     loss.add_argument("--l1_weight", type=float, default=1.0)
     loss.add_argument("--mse_weight", type=float, default=1.0)
@@ -105,7 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def vae_config(args: argparse.Namespace) -> dict:
     """Defaults, then --vae_config, then explicit flags. Latent statistics start empty (measured at the end)."""
     config = {**DEFAULT_VAE_CONFIG, **load_json_config(args.vae_config)}
-    for key in ("latent_channels", "base_dim", "dim_mult", "num_res_blocks", "attn_scales", "temporal_downsample"):
+    keys = ("latent_channels", "base_dim", "dim_mult", "num_res_blocks", "attn_scales", "temporal_downsample")
+    for key in (*keys, "patch_size"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     config["temporal_downsample"] = tuple(bool(flag) for flag in config["temporal_downsample"])

@@ -147,8 +147,28 @@ def test_loading_checks_counts_and_shapes(wan_and_ours):
 
 @pytest.mark.parametrize(
     "overrides, match",
-    [({"is_residual": True}, "is_residual"), ({"patch_size": 2}, "patch_size"), ({"decoder_base_dim": 16}, "decoder")],
+    [({"is_residual": True}, "is_residual"), ({"decoder_base_dim": 16}, "decoder")],
 )
 def test_config_conversion_rejects_wan22_options(overrides, match):
     with pytest.raises(ValueError, match=rf"unsupported AutoencoderKLWan options: .*{match}"):
         wan_vae_config_to_spacetime({**WAN_TINY_CONFIG, **overrides})
+
+
+def test_patched_vae_matches_diffusers_patch_size():
+    """Wan 2.2's pixel patching (`patch_size=2`, without its residual blocks): same channel order as diffusers, so
+    the weights convert unchanged and encode / decode agree; diffusers' config counts 12 patched channels, ours 3."""
+    torch.manual_seed(0)
+    config = {**WAN_TINY_CONFIG, "patch_size": 2, "in_channels": 12, "out_channels": 12}
+    wan = perturb_(AutoencoderKLWan(**config)).eval()
+    converted_config = wan_vae_config_to_spacetime(dict(wan.config))
+    assert (converted_config["in_channels"], converted_config["patch_size"]) == (3, 2)
+    ours = SpacetimeVAE(**converted_config).eval()
+    load_converted_state_dict(ours, convert_wan_vae_state_dict(wan.state_dict()))
+    assert ours.spatial_compression_ratio == 16
+    x = torch.rand(2, 3, 5, 32, 48) * 2 - 1
+    with torch.no_grad():
+        posterior_wan, posterior_ours = wan.encode(x).latent_dist, ours.encode(x).latent_dist
+        _assert_parity(posterior_ours.mean, posterior_wan.mean)
+        _assert_parity(posterior_ours.logvar, posterior_wan.logvar)
+        z = posterior_wan.mean
+        _assert_parity(ours.decode(z).sample, wan.decode(z).sample)

@@ -8,7 +8,13 @@ AutoencoderKLWan is in tests/loaders/test_vae_conversion.py.
 import pytest
 import torch
 
-from sora_diffusers.models.autoencoder_spacetime import WAN_LATENTS_MEAN, WAN_LATENTS_STD, SpacetimeVAE
+from sora_diffusers.models.autoencoder_spacetime import (
+    WAN_LATENTS_MEAN,
+    WAN_LATENTS_STD,
+    SpacetimeVAE,
+    patchify,
+    unpatchify,
+)
 from sora_diffusers.models.causal_conv import CausalCache, CausalConv3d
 
 from ..conftest import perturb_
@@ -71,11 +77,16 @@ def test_latent_and_output_shapes(vae, T, H, W):
 
 
 @pytest.mark.parametrize(
-    "dim_mult, temporal_downsample, ratios",
-    [((1, 2, 2, 2), (False, True, True), (4, 8)), ((1, 2, 2, 2, 2), (False, False, True, True), (4, 16))],
+    "dim_mult, temporal_downsample, patch_size, ratios",
+    [
+        ((1, 2, 2, 2), (False, True, True), 1, (4, 8)),
+        ((1, 2, 2, 2, 2), (False, False, True, True), 1, (4, 16)),
+        ((1, 2, 2, 2), (False, True, True), 2, (4, 16)),
+    ],
 )
-def test_compression_ratios_follow_config(dim_mult, temporal_downsample, ratios):
+def test_compression_ratios_follow_config(dim_mult, temporal_downsample, patch_size, ratios):
     config = {**TINY_VAE_CONFIG, "dim_mult": dim_mult, "temporal_downsample": temporal_downsample}
+    config["patch_size"] = patch_size
     vae = SpacetimeVAE(**config).eval()
     r_t, r_s = ratios
     assert (vae.temporal_compression_ratio, vae.spatial_compression_ratio) == ratios
@@ -85,12 +96,41 @@ def test_compression_ratios_follow_config(dim_mult, temporal_downsample, ratios)
         assert vae.decode(z).sample.shape == (1, 3, 1 + 2 * r_t, 2 * r_s, r_s)
 
 
+def test_patchify_folds_pixel_blocks_into_channels_and_unpatchify_inverts_it():
+    x = torch.arange(2 * 3 * 2 * 4 * 6, dtype=torch.float32).reshape(2, 3, 2, 4, 6)
+    patched = patchify(x, 2)
+    assert patched.shape == (2, 12, 2, 2, 3)
+    # channel c * 4 + j * 2 + i holds channel c at row offset i, column offset j (diffusers' Wan 2.2 order)
+    assert torch.equal(patched[:, 1 * 4 + 1 * 2 + 0], x[:, 1, :, 0::2, 1::2])
+    assert torch.equal(patched[:, 2 * 4 + 0 * 2 + 1], x[:, 2, :, 1::2, 0::2])
+    assert torch.equal(unpatchify(patched, 2), x)
+    assert patchify(x, 1) is x and unpatchify(x, 1) is x
+
+
+def test_patched_vae_chunked_and_tiled_decode_equal_the_whole_clip():
+    """Patching is per frame and per pixel block: chunks and (patch-aligned) tiles see the same patched pixels."""
+    torch.manual_seed(0)
+    vae = perturb_(SpacetimeVAE(**{**TINY_VAE_CONFIG, "patch_size": 2})).eval().double()
+    x = _video(1, 9, 32, 48).double()
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mode()
+        assert z.shape == (1, 4, 3, 2, 3)
+        video = vae.decode(z).sample
+        vae.disable_temporal_chunking()
+        assert _rel_err(vae.encode(x).latent_dist.mode(), z) <= FLOAT64_RTOL
+        assert _rel_err(vae.decode(z).sample, video) <= FLOAT64_RTOL
+        vae.enable_tiling(32, 32, 16, 16)
+        streamed = torch.cat(list(vae.decode_frames(z, num_latent_frames=1)), dim=2)
+        assert _rel_err(streamed, vae.decode(z).sample) <= FLOAT64_RTOL
+
+
 def test_default_config_is_wan21():
     with torch.device("meta"):
         vae = SpacetimeVAE()
     assert (vae.temporal_compression_ratio, vae.spatial_compression_ratio) == (4, 8)
     assert (vae.config.base_dim, vae.config.latent_channels, tuple(vae.config.dim_mult)) == (96, 16, (1, 2, 4, 4))
     assert tuple(vae.config.latents_mean) == WAN_LATENTS_MEAN and tuple(vae.config.latents_std) == WAN_LATENTS_STD
+    assert vae.config.patch_size == 1
 
 
 # ---- causality --------------------------------------------------------------------------------------------------
@@ -458,6 +498,7 @@ def test_decode_and_forward_name_their_argument(vae):
             r"`latents_mean` needs one value per latent channel",
         ),
         ({"dropout": 1.0}, r"`dropout` must be in \[0, 1\)"),
+        ({"patch_size": 0}, r"`patch_size` must be a positive int"),
     ],
 )
 def test_config_rejects_bad_values(overrides, match):

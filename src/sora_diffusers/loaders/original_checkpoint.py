@@ -206,15 +206,22 @@ def convert_wan_vae_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str,
 def wan_vae_config_to_spacetime(config: dict) -> dict:
     """A diffusers `AutoencoderKLWan` config -> `SpacetimeVAE` keyword arguments.
 
-    Raises `ValueError` for options SpacetimeVAE does not have: Wan 2.2's `is_residual` and `patch_size`, and a
-    `decoder_base_dim` other than `base_dim`.
+    `patch_size` carries over; diffusers counts the patched channels in `in_channels` / `out_channels` (12 for
+    patch_size=2), SpacetimeVAE the video's (3). Raises `ValueError` for options SpacetimeVAE does not have: Wan 2.2's
+    `is_residual` blocks and a `decoder_base_dim` other than `base_dim`.
     """
     unsupported = {
         "is_residual": bool(config.get("is_residual", False)),
-        "patch_size": config.get("patch_size") is not None,
         "decoder_base_dim": config.get("decoder_base_dim") not in (None, config.get("base_dim")),
     }
     used = sorted(name for name, is_used in unsupported.items() if is_used)
     if used:
         raise ValueError(f"SpacetimeVAE reproduces the Wan 2.1 VAE; unsupported AutoencoderKLWan options: {used}.")
-    return {ours: config[theirs] for theirs, ours in WAN_VAE_CONFIG_MAP.items() if theirs in config}
+    converted = {ours: config[theirs] for theirs, ours in WAN_VAE_CONFIG_MAP.items() if theirs in config}
+    patch_size = config.get("patch_size") or 1
+    for name in ("in_channels", "out_channels"):
+        if name in converted:
+            if converted[name] % (patch_size * patch_size):
+                raise ValueError(f"AutoencoderKLWan `{name}`={converted[name]} is not a multiple of patch_size**2.")
+            converted[name] //= patch_size * patch_size
+    return {**converted, "patch_size": patch_size}

@@ -51,10 +51,11 @@ def _check_config(
     dropout: float,
     latents_mean: Sequence[float] | None,
     latents_std: Sequence[float] | None,
+    patch_size: int,
 ) -> None:
     """Raise `ValueError` naming the first bad `SpacetimeVAE` config value."""
     counts = dict(in_channels=in_channels, out_channels=out_channels, latent_channels=latent_channels)
-    counts.update(base_dim=base_dim, num_res_blocks=num_res_blocks)
+    counts.update(base_dim=base_dim, num_res_blocks=num_res_blocks, patch_size=patch_size)
     for name, value in counts.items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
@@ -122,6 +123,29 @@ def _check_latents(z: torch.Tensor, name: str, channels: int) -> None:
         raise ValueError(f"`{name}` needs at least one latent frame, row and column, got {tuple(z.shape)}.")
 
 
+# Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::patchify / unpatchify (Wan 2.2's VAE).
+# Channel c * p * p + j * p + i of a patched pixel holds video channel c at row offset i, column offset j (column
+# offset before row offset, as diffusers orders them), so Wan 2.2 encoder and decoder weights keep their meaning.
+def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, C * p * p, T, H / p, W / p): each p x p block of pixels becomes one pixel."""
+    if patch_size == 1:
+        return x
+    B, C, T, H, W = x.shape
+    p = patch_size
+    x = x.reshape(B, C, T, H // p, p, W // p, p).permute(0, 1, 6, 4, 2, 3, 5)  # (B, C, j, i, T, H/p, W/p)
+    return x.reshape(B, C * p * p, T, H // p, W // p)
+
+
+def unpatchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """The inverse of `patchify`: (B, C * p * p, T, h, w) -> (B, C, T, h * p, w * p)."""
+    if patch_size == 1:
+        return x
+    B, Cpp, T, h, w = x.shape
+    p = patch_size
+    x = x.reshape(B, Cpp // (p * p), p, p, T, h, w).permute(0, 1, 4, 5, 3, 6, 2)  # (B, C, T, h, i, w, j)
+    return x.reshape(B, Cpp // (p * p), T, h * p, w * p)
+
+
 def _first_sample_frame(latent_frame: int, temporal_ratio: int) -> int:
     """Index of the first video frame encoded into `latent_frame`: 0 -> 0, j >= 1 -> 1 + (j - 1) * ratio."""
     return 0 if latent_frame == 0 else 1 + (latent_frame - 1) * temporal_ratio
@@ -176,7 +200,7 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         latent_channels (`int`, defaults to 16): Channels of the latents (diffusers' `z_dim`).
         base_dim (`int`, defaults to 96): Channels of the first encoder level; level i has `base_dim * dim_mult[i]`.
         dim_mult (`tuple[int, ...]`, defaults to `(1, 2, 4, 4)`): Channel multiplier per level. Each level but the
-            last halves height and width, so `spatial_compression_ratio = 2 ** (len(dim_mult) - 1)`.
+            last halves height and width, so `spatial_compression_ratio = patch_size * 2 ** (len(dim_mult) - 1)`.
         num_res_blocks (`int`, defaults to 2): Residual blocks per encoder level (the decoder has one more).
         attn_scales (`tuple[float, ...]`, defaults to `()`): Encoder resolutions (1.0, 0.5, ...) that get an attention
             block after each residual block; as in diffusers' port, the decoder has attention in its middle block only.
@@ -186,6 +210,11 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         latents_mean (`tuple[float, ...]`, *optional*, defaults to Wan 2.1's): Per-channel latent mean used by
             `normalize_latents` / `denormalize_latents`; `None` (with `latents_std`) makes them the identity.
         latents_std (`tuple[float, ...]`, *optional*, defaults to Wan 2.1's): Per-channel latent standard deviation.
+        patch_size (`int`, defaults to 1): Side of the pixel blocks folded into channels before the encoder and
+            unfolded after the decoder (Wan 2.2's `patchify`). With 2, the first level runs at half resolution on
+            `4 * in_channels` channels: a quarter of the full-resolution convolutions' cost, for the same latents
+            as one more downsampling level. `in_channels` / `out_channels` stay the video's channels (diffusers'
+            Wan 2.2 config counts the patched channels: 12 for patch_size=2).
     """
 
     _supports_gradient_checkpointing = True
@@ -205,17 +234,19 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         dropout: float = 0.0,
         latents_mean: tuple[float, ...] | None = WAN_LATENTS_MEAN,
         latents_std: tuple[float, ...] | None = WAN_LATENTS_STD,
+        patch_size: int = 1,
     ) -> None:
         super().__init__()
         _check_config(
             in_channels, out_channels, latent_channels, base_dim, dim_mult, num_res_blocks, temporal_downsample,
-            dropout, latents_mean, latents_std,
+            dropout, latents_mean, latents_std, patch_size,
         )  # fmt: skip
+        pixels = patch_size * patch_size  # video pixels per patched pixel
         posterior_channels = 2 * latent_channels  # mean and log-variance
 
         # 1. Encoder: video -> posterior parameters.
         self.encoder = Encoder3d(
-            in_channels,
+            in_channels * pixels,
             posterior_channels,
             base_dim,
             dim_mult,
@@ -230,7 +261,7 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         self.post_quant_conv = CausalConv3d(latent_channels, latent_channels, 1)
         temporal_upsample = tuple(temporal_downsample)[::-1]
         self.decoder = Decoder3d(
-            latent_channels, out_channels, base_dim, dim_mult, num_res_blocks, temporal_upsample, dropout
+            latent_channels, out_channels * pixels, base_dim, dim_mult, num_res_blocks, temporal_upsample, dropout
         )
 
         # 3. Inference options: they change memory use and speed, not results (tiling aside), so they are not config.
@@ -248,7 +279,7 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     @property
     def spatial_compression_ratio(self) -> int:
         """Video pixels per latent pixel along height and along width."""
-        return 2 ** (len(self.config.dim_mult) - 1)
+        return self.config.patch_size * 2 ** (len(self.config.dim_mult) - 1)
 
     # ---- inference options ----
 
@@ -374,6 +405,7 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         for start in range(0, num_latent_frames, chunk):
             stop = min(start + chunk, num_latent_frames)
             frames = x[:, :, _first_sample_frame(start, r_t) : _first_sample_frame(stop, r_t)]  # (B, C, n, H, W)
+            frames = patchify(frames, self.config.patch_size)  # (B, C * p * p, n, H / p, W / p)
             out[:, :, start:stop] = self.quant_conv(self.encoder(frames, cache))  # (B, 2z, stop - start, H', W')
 
     # ---- decode ----
@@ -482,7 +514,8 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         max_frames = chunk if cache is not None else None
         for start in range(0, num_latent_frames, chunk):
             x = self.post_quant_conv(z[:, :, start : start + chunk])  # (B, z, n, H', W')
-            yield from self.decoder.stream(x, cache, max_frames)  # (B, C_out, m, H, W) blocks in time order
+            for frames in self.decoder.stream(x, cache, max_frames):  # (B, C_out * p * p, m, H / p, W / p) blocks
+                yield unpatchify(frames, self.config.patch_size)  # (B, C_out, m, H, W), in time order
 
     def _decode_tiling(
         self, z: torch.Tensor
