@@ -1,7 +1,7 @@
 """sora_diffusers: a diffusers-compatible text-to-video system.
 
-    pipe = SoraPipeline.from_pretrained(path_or_repo_id)
-    video = pipe("a red circle moving to the right", num_frames=33).frames[0]
+>>> pipe = SoraPipeline.from_pretrained(path_or_repo_id)
+>>> video = pipe("a red circle moving to the right", num_frames=33).frames[0]
 """
 
 # diffusers looks up the loadable base classes by name in a component's top-level package when it reloads a saved
