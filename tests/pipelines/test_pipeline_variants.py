@@ -14,6 +14,8 @@ What "the conditioning frames are in the output" means with a causal VAE (4x tim
   copy of their first frame (whose lone latent is dropped), and the pixels are the decode of that grid.
 """
 
+import logging
+
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
@@ -119,6 +121,42 @@ def test_from_pipe_shares_components_and_config(make_pipe, clip):
     image = clip[:, 0]
     assert torch.equal(run(i2v, image, "x"), run(make_pipe(SoraImageToVideoPipeline), image, "x"))
     assert type(SoraPipeline.from_pipe(i2v)) is SoraPipeline
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_from_pipe_keeps_dtypes_and_logs_no_cast_warning(fresh_components, tmp_path):
+    """diffusers' `from_pipe` ends with `.to(dtype=...)`; a cast that changes nothing must not run: it logged a
+    "should be kept in float32" warning per model, and cast the float32-kept modules of a bf16 pipeline down."""
+    pipe = SoraPipeline(**fresh_components, default_height=HEIGHT, default_width=WIDTH, default_num_frames=9)
+    pipe.save_pretrained(tmp_path)
+    bf16 = SoraPipeline.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+    kept = {n: p.dtype for n, p in bf16.transformer.named_parameters() if "time_embedder" in n.split(".")}
+    assert kept and set(kept.values()) == {torch.float32}
+    assert bf16.transformer.proj_out.weight.dtype == torch.bfloat16
+
+    records = _Records()
+    diffusers_logger = logging.getLogger("diffusers")
+    diffusers_logger.addHandler(records)
+    try:
+        i2v = SoraImageToVideoPipeline.from_pipe(bf16, torch_dtype=torch.bfloat16)
+        SoraImageToVideoPipeline.from_pipe(pipe)
+    finally:
+        diffusers_logger.removeHandler(records)
+    assert not [m for m in records.messages if "kept in float32" in m], records.messages
+    assert {n: p.dtype for n, p in i2v.transformer.named_parameters() if n in kept} == kept
+    assert i2v.transformer.proj_out.weight.dtype == torch.bfloat16
+
+    # a cast that changes something still runs, with diffusers' semantics (everything cast, kept modules included)
+    pipe.to(torch.bfloat16)
+    assert pipe.transformer.condition_embedder.time_embedder.linear_1.weight.dtype == torch.bfloat16
 
 
 # ---- extension ------------------------------------------------------------------------------------------------------

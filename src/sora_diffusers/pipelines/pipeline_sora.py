@@ -92,6 +92,23 @@ class SoraPipeline(DiffusionPipeline):
 
         return load_default_pipeline(cls, dtype=dtype, **kwargs)
 
+    def to(self, *args, **kwargs):
+        """diffusers' `DiffusionPipeline.to`, except that a dtype-only cast every module already satisfies is a no-op.
+
+        diffusers' `from_pipe` ends with `new_pipeline.to(dtype=...)`: without this, every `from_pipe` logged one
+        "should be kept in float32" warning per model, and a pipeline loaded with `torch_dtype=torch.bfloat16` would
+        see the modules it keeps in float32 (`_keep_in_fp32_modules`) cast down to bf16.
+        """
+        dtype = kwargs.get("dtype")
+        if dtype is None and len(args) == 1 and isinstance(args[0], torch.dtype):
+            dtype = args[0]
+        dtype_only = dtype is not None and set(kwargs) <= {"dtype", "silence_dtype_warnings"} and len(args) <= 1
+        if dtype_only and all(
+            _has_dtype(m, dtype) for m in self.components.values() if isinstance(m, torch.nn.Module)
+        ):
+            return self
+        return super().to(*args, **kwargs)
+
     # ---- properties read by callbacks ----------------------------------------------------------------------------
 
     @property
@@ -568,6 +585,18 @@ def _vae_ratio(vae, kind: str) -> int:
         return 4 if kind == "temporal" else 8
     ratio = getattr(vae, f"{kind}_compression_ratio", None)
     return int(ratio if ratio is not None else getattr(vae.config, f"scale_factor_{kind}"))
+
+
+def _has_dtype(module: torch.nn.Module, dtype: torch.dtype) -> bool:
+    """Whether casting `module` to `dtype` would change nothing: every floating tensor has `dtype`, or is float32 in a
+    submodule the model keeps in float32 (`_keep_in_fp32_modules`, as diffusers' and transformers' loaders do)."""
+    keep = set(getattr(module, "_keep_in_fp32_modules", None) or [])
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if not tensor.is_floating_point() or tensor.dtype == dtype:
+            continue
+        if not (tensor.dtype == torch.float32 and keep.intersection(name.split("."))):
+            return False
+    return True
 
 
 def _latent_stats(vae, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
