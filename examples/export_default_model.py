@@ -74,6 +74,10 @@ def export(pipeline: str, output_dir: str | Path, dtype: torch.dtype = torch.flo
         staging = Path(staging)
         with quiet_diffusers():  # "text_encoder=None cannot be saved": intended
             pipe.save_pretrained(staging, safe_serialization=True)
+        for config in staging.rglob("*.json"):  # `_name_or_path` is the training machine's folder: no use to anyone
+            entries = json.loads(config.read_text())
+            if isinstance(entries, dict) and entries.pop("_name_or_path", None) is not None:
+                config.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
         size_mb = folder_size_mb(staging)
         if size_mb > max_size_mb:
             raise ValueError(f"the exported model is {size_mb:.1f} MB, over --max_size_mb {max_size_mb:g}")

@@ -83,6 +83,8 @@ def test_export_leaves_out_the_text_encoder_and_stores_16_bit_safetensors(export
     assert index["tokenizer"] == [None, None] and index["text_encoder"] == [None, None]
     assert index["transformer"][1] == "DiTVideoTransformer3D" and index["vae"][1] == "SpacetimeVAE"
     assert sorted(p.name for p in exported_dir.iterdir()) == ["model_index.json", "scheduler", "transformer", "vae"]
+    configs = list(exported_dir.rglob("*.json"))
+    assert len(configs) == 4 and not [c for c in configs if "_name_or_path" in json.loads(c.read_text())]
     for name in ("transformer", "vae"):
         files = list((exported_dir / name).glob("*.safetensors"))
         assert len(files) == 1 and not list((exported_dir / name).glob("*.bin"))
