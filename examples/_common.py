@@ -74,6 +74,13 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     ckpt.add_argument("--checkpointing_steps", type=int, default=500, help="save_state every N steps")
     ckpt.add_argument("--checkpoints_total_limit", type=int, default=3, help="keep the last K checkpoints")
     ckpt.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder')
+    ckpt.add_argument(
+        "--stop_at_step",
+        type=int,
+        default=0,
+        help="end this run at step N with a checkpoint and no final model; resume later, e.g. with other data flags "
+        "(a curriculum). The learning-rate schedule still spans --max_train_steps. 0 = run to --max_train_steps",
+    )
     ckpt.add_argument("--use_ema", action="store_true", help="keep an EMA of the weights; the final model is the EMA")
     ckpt.add_argument("--ema_decay", type=float, default=0.999, help="max EMA decay (warms up as (1+s)/(10+s))")
     ckpt.add_argument("--validation_steps", type=int, default=500, help="validate every N steps (0 = only at the end)")
@@ -93,6 +100,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--num_frames must be 1 + 4k (the VAE compresses time 4x after frame 0), got {bad}")
     if args.resolution % args.resolution_multiple:
         raise ValueError(f"--resolution {args.resolution} must be a multiple of {args.resolution_multiple}")
+    if not 0 <= args.stop_at_step <= args.max_train_steps:
+        raise ValueError(
+            f"--stop_at_step must be in [0, --max_train_steps={args.max_train_steps}], got {args.stop_at_step}"
+        )
 
 
 def load_json_config(path: str | None) -> dict:
@@ -417,7 +428,7 @@ def train_loop(
     metrics: MetricsLog,
     first_step: int,
 ) -> int:
-    """Optimise until `--max_train_steps`; returns the last step.
+    """Optimise until `--max_train_steps` (or `--stop_at_step`, then checkpoint and return early); returns the last step.
 
     `step_fn(batch, step)` returns scalar tensors, "loss" among them (backpropagated); every metric is summed on the
     device and averaged over processes and steps only every `--logging_steps`, so no step waits on a host sync.
@@ -425,6 +436,7 @@ def train_loop(
     weights) and at the end.
     """
     steps_per_epoch = max(1, len(dataloader) // args.gradient_accumulation_steps)
+    end = args.stop_at_step or args.max_train_steps
     step = first_step
     epoch, skip = divmod(first_step * args.gradient_accumulation_steps, len(dataloader))
     sums: dict[str, torch.Tensor] = {}
@@ -437,7 +449,7 @@ def train_loop(
         main_process_only=True,
     )
     model.train()
-    while step < args.max_train_steps:
+    while step < end:
         batch_sampler.set_epoch(epoch)
         dataloader.set_epoch(epoch)
         loader = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
@@ -475,10 +487,15 @@ def train_loop(
             if step % args.checkpointing_steps == 0:  # after validation, so its scores are in the checkpoint
                 save_checkpoint(accelerator, args, step)
             tick += time.perf_counter() - paused  # steps_per_s counts training time only
-            if step >= args.max_train_steps:
+            if step >= end:
                 break
         epoch += 1
     progress.close()
+    if step < args.max_train_steps:  # --stop_at_step: the run goes on later from this checkpoint
+        if step % args.checkpointing_steps:
+            save_checkpoint(accelerator, args, step)
+        logger.info(f"Stopped at step {step} (--stop_at_step); --resume_from_checkpoint latest goes on from here.")
+        return step
     _validate(accelerator, args, model, ema, metrics, validate_fn, step)
     return step
 

@@ -276,6 +276,9 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator, args, model, optimizer, lr_scheduler, dataloader, batch_sampler, step_fn, validate_fn, ema,
         metrics, first_step,
     )  # fmt: skip
+    if last_step < args.max_train_steps:  # --stop_at_step: no final model yet
+        accelerator.end_training()
+        return {"first_step": first_step, "global_step": last_step, "output_dir": args.output_dir, "stopped": True}
 
     # 5. Final model: EMA weights, latent statistics measured on the data, saved into --output_dir
     accelerator.wait_for_everyone()

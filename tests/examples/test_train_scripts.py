@@ -136,6 +136,29 @@ def test_vae_resume_continues_from_the_saved_step(vae_run, tmp_path):
     assert again[3] == pytest.approx(first[3], rel=1e-4)
 
 
+def test_vae_stop_at_step_checkpoints_without_a_final_model_and_resumes_with_other_data_flags(vae_run, tmp_path):
+    """A curriculum: 3 steps on 5- and 9-frame clips, stopped; then the last step on 9-frame clips only."""
+    out = tmp_path / "vae"
+    argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(out), "--max_train_steps", "4"]
+    stopped = run(train_vae.main, [*argv, "--stop_at_step", "3"])
+    assert stopped["stopped"] and stopped["global_step"] == 3
+    assert (out / "checkpoint-3").is_dir() and not (out / "config.json").exists()
+    records = {r["step"]: r["loss"] for r in map(json.loads, open(out / "metrics.jsonl")) if "loss" in r}
+    first = {r["step"]: r["loss"] for r in vae_run[2] if "loss" in r}
+    assert sorted(records) == [1, 2, 3] and records[3] == pytest.approx(first[3], rel=1e-4)
+
+    argv[argv.index("--num_frames") + 1 : argv.index("--num_frames") + 3] = ["9"]
+    result = run(train_vae.main, [*argv, "--resume_from_checkpoint", "latest"])
+    assert result["first_step"] == 3 and result["global_step"] == 4 and "stopped" not in result
+    assert SpacetimeVAE.from_pretrained(out).config.latent_channels == 4
+
+
+def test_stop_at_step_beyond_max_train_steps_is_rejected(tmp_path):
+    argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(tmp_path), "--max_train_steps", "4", "--stop_at_step", "5"]
+    with pytest.raises(ValueError, match=r"--stop_at_step must be in \[0, --max_train_steps=4\], got 5"):
+        run(train_vae.main, argv)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # train_text_to_video.py
 # ---------------------------------------------------------------------------------------------------------------------
