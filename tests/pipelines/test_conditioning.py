@@ -213,7 +213,7 @@ def test_impose_fallback_renoises_at_the_current_sigma(impose_inputs):
 def test_impose_leaves_frames_whose_level_is_not_below_sigma(impose_inputs, per_frame):
     latents, cond, noise = impose_inputs
     cond_sigma = torch.tensor([0.5, 0.3, 1.0, 1.0, 1.0, 1.0])  # frame 1 is still held (0.3 < 0.4), frame 0 is not
-    out, level = impose_condition(latents, cond, cond_sigma, noise, sigma=0.4, per_frame_timesteps=per_frame)
+    out, level = impose_condition(latents, cond, cond_sigma, noise, 0.4, per_frame, prev_sigma=0.45)
     assert torch.equal(out[:, :, 0], latents[:, :, 0])
     assert torch.equal(out[:, :, 2:], latents[:, :, 2:])
     s = 0.3 if per_frame else 0.4
@@ -227,3 +227,26 @@ def test_impose_without_conditions_returns_the_latents(impose_inputs, per_frame)
     out, level = impose_condition(latents, cond, torch.ones(6), noise, sigma=0.8, per_frame_timesteps=per_frame)
     assert out is latents
     assert level.tolist() == pytest.approx([0.8] * 6)
+
+
+@pytest.mark.parametrize("per_frame", [True, False])
+def test_impose_releases_a_partial_strength_frame_at_the_current_sigma(impose_inputs, per_frame):
+    latents, cond, noise = impose_inputs
+    cond_sigma = torch.tensor([0.5, 0.0, 1.0, 1.0, 1.0, 1.0])
+    # released this step (0.4 <= 0.5 < 0.6): starts from its conditioning noised to 0.4
+    out, level = impose_condition(latents, cond, cond_sigma, noise, 0.4, per_frame, prev_sigma=0.6)
+    torch.testing.assert_close(out[:, :, 0], 0.6 * cond[:, :, 0] + 0.4 * noise[:, :, 0])
+    assert level[0].item() == pytest.approx(0.4)
+    assert torch.equal(out[:, :, 2:], latents[:, :, 2:])
+    # released on an earlier step: generated from then on, left alone
+    out, _ = impose_condition(latents, cond, cond_sigma, noise, 0.3, per_frame, prev_sigma=0.4)
+    assert torch.equal(out[:, :, 0], latents[:, :, 0])
+
+
+def test_impose_first_step_releases_frames_above_the_start_level(impose_inputs):
+    latents, cond, noise = impose_inputs
+    cond_sigma = torch.tensor([0.8, 1.0, 1.0, 1.0, 1.0, 1.0])  # strength 0.2, above a video-to-video start at 0.5
+    out, level = impose_condition(latents, cond, cond_sigma, noise, 0.5, per_frame_timesteps=True)
+    torch.testing.assert_close(out[:, :, 0], 0.5 * cond[:, :, 0] + 0.5 * noise[:, :, 0])
+    assert level.tolist() == pytest.approx([0.5] * 6)
+    assert torch.equal(out[:, :, 1:], latents[:, :, 1:])

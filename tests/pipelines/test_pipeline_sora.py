@@ -205,6 +205,49 @@ def test_conditioning_reaches_the_model_per_frame_or_renoised(make_pipe, compone
         assert torch.equal(hidden_states[:, :, 1:], noise[:, :, 1:]) == (i == 0)
 
 
+def test_partial_strength_frame_is_held_then_released_at_the_current_sigma(make_pipe, record_transformer):
+    """An image at strength 0.3 (held at sigma 0.7) in a 4-step run: while the step's sigma is above 0.7 the model
+    sees it at level 0.7; the first step at or below 0.7 releases it, so the model sees it noised to that step's
+    sigma and is told so; the next step sees whatever the scheduler made of it (generated, no longer imposed)."""
+    pipe = make_pipe()
+    image = random_clip(1)[:, 0]
+    noise = torch.randn(LATENT_SHAPE, generator=seed(5))
+    run(pipe, conditions=[FrameCondition(image, 0, strength=0.3)], guidance_scale=1.0, latents=noise,
+        num_inference_steps=4)  # fmt: skip
+    with torch.no_grad():
+        cond = pipe.encode_video(pipe.preprocess_frames(image, HEIGHT, WIDTH))
+    sigmas = pipe.scheduler.sigmas.tolist()
+    release = next(i for i, s in enumerate(sigmas) if s <= 0.7)
+    assert 0 < release < 3  # held for at least one step, released before the last
+    calls = record_transformer.calls
+    for i in range(release + 1):
+        hidden_states, timestep = calls[i][0][:2]
+        level = 0.7 if i < release else sigmas[release]
+        torch.testing.assert_close(hidden_states[:, :, :1], (1 - level) * cond + level * noise[:, :, :1])
+        assert timestep.reshape(1, -1)[0, 0].item() == pytest.approx(1000 * level, rel=1e-5)  # (B,) or (B, T')
+    hidden_states, timestep = calls[release + 1][0][:2]
+    level = sigmas[release + 1]
+    assert timestep.reshape(1, -1)[0, 0].item() == pytest.approx(1000 * level, rel=1e-5)  # (B,) or (B, T')
+    assert not torch.allclose(hidden_states[:, :, :1], (1 - level) * cond + level * noise[:, :, :1])
+
+
+def test_video_to_video_releases_a_condition_above_its_start_level(make_pipe, record_transformer):
+    """Video-to-video at strength 0.5 starts below sigma 0.95; an image condition at strength 0.05 (level 0.95) is
+    above that, so the first step starts its frame from the image noised to the start level instead of ignoring it."""
+    pipe = make_pipe()
+    source, image = random_clip(9, seed_value=2), random_clip(1)[:, 0]
+    noise = torch.randn(LATENT_SHAPE, generator=seed(5))
+    run(pipe, video=source, strength=0.5, conditions=[FrameCondition(image, 0, strength=0.05)], guidance_scale=1.0,
+        latents=noise, num_inference_steps=4)  # fmt: skip
+    with torch.no_grad():
+        cond = pipe.encode_video(pipe.preprocess_frames(image, HEIGHT, WIDTH))
+    hidden_states, timestep = record_transformer.calls[0][0][:2]
+    assert timestep.shape == (1,)  # every frame at the start level: one timestep
+    start = timestep.item() / 1000
+    assert start < 0.95
+    torch.testing.assert_close(hidden_states[:, :, :1], (1 - start) * cond + start * noise[:, :, :1])
+
+
 def test_per_frame_model_without_conditions_gets_one_timestep_per_video(make_pipe, record_transformer):
     run(make_pipe(), guidance_scale=5.0)
     shapes = [call[0][1].shape for call in record_transformer.calls]

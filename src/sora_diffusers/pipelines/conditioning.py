@@ -132,6 +132,7 @@ def impose_condition(
     noise: torch.Tensor,
     sigma: float,
     per_frame_timesteps: bool,
+    prev_sigma: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Put the conditioning frames back at their noise level before a model call.
 
@@ -140,15 +141,22 @@ def impose_condition(
     frames stay clean and the model is told each frame's level; otherwise (e.g. converted Wan 2.1) s = `sigma`, the
     level the model is told for every frame (re-noised replacement).
 
+    A partial-strength frame (0 < `cond_sigma` < 1) is released when `sigma` reaches its level: on that step
+    (`sigma <= cond_sigma < prev_sigma`) it starts from `(1 - sigma) * cond + sigma * noise`, its conditioning noised
+    to the level it is generated from, as an SDEdit start. `prev_sigma` is the previous step's sigma; `None` (the first
+    step) also releases frames whose level is above the first sigma (e.g. a video-to-video run starting below it).
+
     Returns:
         latents with the conditioning imposed, and the per-frame sigma (T',) the model should be told.
     """
     replace = cond_sigma < sigma  # (T',)
-    if not replace.any():
+    upper = float("inf") if prev_sigma is None else prev_sigma
+    release = (cond_sigma < 1) & (cond_sigma >= sigma) & (cond_sigma < upper)  # (T',)
+    if not (replace.any() or release.any()):
         return latents, torch.full_like(cond_sigma, sigma)
     frame_sigma = torch.where(replace, cond_sigma, torch.full_like(cond_sigma, sigma))
     level = frame_sigma if per_frame_timesteps else torch.full_like(cond_sigma, sigma)
     s = level.view(1, 1, -1, 1, 1).to(latents.dtype)
     noised = (1 - s) * cond_latents + s * noise
-    latents = torch.where(replace.view(1, 1, -1, 1, 1), noised, latents)
+    latents = torch.where((replace | release).view(1, 1, -1, 1, 1), noised, latents)
     return latents, level

@@ -487,12 +487,16 @@ class SoraPipeline(DiffusionPipeline):
         num_train_timesteps = self.scheduler.config.num_train_timesteps
 
         # 6. Denoising loop
+        prev_sigma = None
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
                 sigma = float(self.scheduler.sigmas[first_step + i])
-                latents, frame_sigma = impose_condition(latents, cond_latents, cond_sigma, noise, sigma, per_frame)
+                latents, frame_sigma = impose_condition(
+                    latents, cond_latents, cond_sigma, noise, sigma, per_frame, prev_sigma
+                )
+                prev_sigma = sigma
                 timestep = self._model_timestep(t, frame_sigma, per_frame, num_train_timesteps, batch_size)
                 noise_pred = self._predict(
                     latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask
