@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         tensor, mp4 = (_summary(task, memory_runs, time_runs) for task in TASKS)
         tensors = {kind: os.path.join(tmp, f"{kind}.pt") for kind in kinds}
         videos = {kind: os.path.join(tmp, f"{kind}.mp4") for kind in kinds}
-        decoded = {kind: torch.load(path) for kind, path in tensors.items()}
+        decoded = {kind: torch.load(path, weights_only=True) for kind, path in tensors.items()}
         max_diff = (decoded["ours"] - decoded["diffusers"]).abs().max().item()
         uint8 = {kind: frames_to_uint8(_unit_frames(video)).astype(int) for kind, video in decoded.items()}
         uint8_diff = abs(uint8["ours"] - uint8["diffusers"])
