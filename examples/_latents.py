@@ -18,7 +18,8 @@ from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from sora_diffusers import SpacetimeVAE
-from sora_diffusers.training.conditioning_sampler import tail_clip_start, with_lead_frame
+from sora_diffusers.pipelines.conditioning import with_lead_frames
+from sora_diffusers.training.conditioning_sampler import tail_clip_start
 
 
 CACHE_VERSION = 1
@@ -38,7 +39,10 @@ def encode_tails(vae: SpacetimeVAE, video: torch.Tensor, tail_length: int) -> to
     placed mid-video: (B, 3, T, H, W) -> (B, C, tail_length, H', W')."""
     num_latent_frames = 1 + (video.shape[2] - 1) // vae.temporal_compression_ratio
     start = tail_clip_start(num_latent_frames, tail_length, vae.temporal_compression_ratio)
-    return encode_clips(vae, with_lead_frame(video[:, :, start:]))[:, :, 1:]
+    lead_index = num_latent_frames - tail_length
+    return encode_clips(vae, with_lead_frames(video[:, :, start:], lead_index, vae.temporal_compression_ratio))[
+        :, :, lead_index:
+    ]
 
 
 def cached_tail_length(index: int, num_latent_frames: int, seed: int) -> int:

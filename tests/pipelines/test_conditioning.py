@@ -10,6 +10,7 @@ from sora_diffusers.pipelines.conditioning import (
     impose_condition,
     nearest_valid_num_frames,
     num_latent_frames,
+    with_lead_frames,
 )
 
 
@@ -250,3 +251,14 @@ def test_impose_first_step_releases_frames_above_the_start_level(impose_inputs):
     torch.testing.assert_close(out[:, :, 0], 0.5 * cond[:, :, 0] + 0.5 * noise[:, :, 0])
     assert level.tolist() == pytest.approx([0.5] * 6)
     assert torch.equal(out[:, :, 1:], latents[:, :, 1:])
+
+
+def test_with_lead_frames_puts_the_clip_at_its_latent_place():
+    clip = torch.arange(2 * 8, dtype=torch.float32).view(1, 1, 8, 1, 2)  # 8 frames = 2 groups of 4
+    led = with_lead_frames(clip, latent_index=3, temporal_ratio=4)
+    assert led.shape == (1, 1, 9 + 8, 1, 2)  # 1 + (3 - 1) * 4 frames before the clip
+    assert torch.equal(led[:, :, :9], clip[:, :, :1].expand(-1, -1, 9, -1, -1))
+    assert torch.equal(led[:, :, 9:], clip)
+    assert with_lead_frames(clip, 1, 4).shape[2] == 9  # right after frame 0: one frame of lead
+    with pytest.raises(ValueError, match=r"`latent_index` must be >= 1"):
+        with_lead_frames(clip, 0, 4)

@@ -10,8 +10,9 @@ What "the conditioning frames are in the output" means with a causal VAE (4x tim
 - A clip placed later (backward, the head copy of loop, the second clip of connect) covers whole latent groups (see
   `conditioning.align_condition`); its pixels decode after generated latents, which the causal decoder sees, so a
   stand-alone round trip is not a reference (measured: 0.77 max abs, as far as an unconditioned run). What must match
-  exactly is the latent grid: those latent frames equal the VAE encoding of the clip's aligned frames, encoded after a
-  copy of their first frame (whose lone latent is dropped), and the pixels are the decode of that grid.
+  exactly is the latent grid: those latent frames equal the VAE encoding of the clip's aligned frames at their place in
+  the video, after a still copy of their first frame (whose latents are dropped), and the pixels are the decode of that
+  grid.
 """
 
 import logging
@@ -57,9 +58,11 @@ def round_trip(vae, clip: torch.Tensor) -> torch.Tensor:
     return decode(vae, encode(vae, clip))
 
 
-def encode_mid_video(vae, frames: torch.Tensor) -> torch.Tensor:
-    """Latents of whole groups of 4 frames placed after frame 0: encoded after a copy of their first frame."""
-    return encode(vae, torch.cat([frames[:, :1], frames], dim=1))[:, :, 1:]
+def encode_mid_video(vae, frames: torch.Tensor, latent_index: int) -> torch.Tensor:
+    """Latents of whole groups of 4 frames placed at latent frame `latent_index` >= 1: encoded after
+    1 + 4 * (latent_index - 1) still copies of their first frame, the frames before them in the output."""
+    lead = frames[:, :1].expand(-1, 1 + 4 * (latent_index - 1), -1, -1)
+    return encode(vae, torch.cat([lead, frames], dim=1))[:, :, latent_index:]
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -183,12 +186,12 @@ def test_extend_forward_default_length_is_about_twice_the_clip(make_pipe, clip):
 def test_extend_backward(make_pipe, components, clip):
     """21 frames with the clip at the end (frame_index -9 = 12). Pixel 12 is not on a latent group boundary, so clip
     frame 0 is generated and clip frames 1..8 become latents 4, 5 (pixels 13..20). Checked: those latent frames equal
-    the clip's frames 1..8 encoded after a copy of frame 1; latents 0..3 are generated; the pixel output is the decode
+    the clip's frames 1..8 encoded after 13 copies of frame 1 (pixels 0..12); latents 0..3 are generated; the pixel output is the decode
     of that latent grid (the causal decoder sees the generated past, see the module docstring)."""
     vae, pipe = components["vae"], make_pipe(SoraVideoExtensionPipeline)
     latents = run(pipe, clip, "x", mode="backward", num_frames=21, output_type="latent")[0]
     assert latents.shape == (4, 6, HEIGHT // 8, WIDTH // 8)
-    expected = encode_mid_video(vae, clip[:, 1:9])[0]  # (C, 2, H', W')
+    expected = encode_mid_video(vae, clip[:, 1:9], 4)[0]  # (C, 2, H', W')
     assert max_diff(latents[:, 4:], expected) < EXACT
     t2v_latents = run(make_pipe(), "x", num_frames=21, output_type="latent")[0]
     assert max_diff(t2v_latents[:, 4:], expected) > FAR
@@ -210,7 +213,7 @@ def test_extend_loop(make_pipe, components, clip):
 
     latents = run(pipe, clip, "x", mode="loop", num_frames=21, output_type="latent")[0]
     assert latents.shape[1] == 6  # latents keep the whole grid
-    assert max_diff(latents[:, 5:], encode_mid_video(vae, clip[:, 1:5])[0]) < EXACT
+    assert max_diff(latents[:, 5:], encode_mid_video(vae, clip[:, 1:5], 5)[0]) < EXACT
     assert max_diff(latents[:, :3], encode(vae, clip)[0]) < EXACT
     (np_frames,) = pipe(
         clip, "x", mode="loop", num_frames=21, num_inference_steps=1, output_type="np", return_dict=False
@@ -229,8 +232,8 @@ def test_extend_connect(make_pipe, components, clip):
 
     latents = run(pipe, clip, "x", mode="connect", video_end=end, num_frames=25, output_type="latent")[0]
     assert latents.shape[1] == 7
-    assert max_diff(latents[:, 5:], encode_mid_video(vae, end[:, 1:9])[0]) < EXACT
-    assert max_diff(latents[:, 5:], encode_mid_video(vae, clip[:, 1:9])[0]) > FAR  # the end clip, not the start clip
+    assert max_diff(latents[:, 5:], encode_mid_video(vae, end[:, 1:9], 5)[0]) < EXACT
+    assert max_diff(latents[:, 5:], encode_mid_video(vae, clip[:, 1:9], 5)[0]) > FAR  # the end clip, not the start clip
     assert max_diff(frames, decode(vae, latents[None])) < EXACT
 
 

@@ -1,8 +1,8 @@
 """One conditioning mechanism for every task: clean latent frames placed on the latent time axis.
 
-A `FrameCondition` is an image or clip placed at a pixel frame index with a strength. `encode_frame_condition` turns it
-into latent frames aligned with the causal VAE's grouping (latent 0 = pixel frame 0 alone, latent j >= 1 = pixel
-frames 4j-3 .. 4j for 4x temporal compression). `build_condition` merges all of them into one `(cond_latents,
+A `FrameCondition` is an image or clip placed at a pixel frame index with a strength. `SoraPipeline.encode_condition`
+turns it into latent frames aligned with the causal VAE's grouping (latent 0 = pixel frame 0 alone, latent j >= 1 =
+pixel frames 4j-3 .. 4j for 4x temporal compression); a clip placed later is encoded at its place (`with_lead_frames`). `build_condition` merges all of them into one `(cond_latents,
 cond_sigma)` pair: the denoising loop keeps each conditioned latent frame at noise level `cond_sigma` (0 = exactly
 clean) and lets every other frame be generated. Text-to-video is no condition; image-to-video one image at frame 0;
 extension a clip at the start (forward) or the end (backward); a loop or a connection clips at both ends.
@@ -50,6 +50,21 @@ def nearest_valid_num_frames(num_frames: int, temporal_ratio: int) -> tuple[int,
     """The valid frame counts (1 + k * r) just below and above `num_frames`."""
     lower = max(1, (num_frames - 1) // temporal_ratio * temporal_ratio + 1)
     return lower, lower + temporal_ratio
+
+
+def with_lead_frames(clip: torch.Tensor, latent_index: int, temporal_ratio: int) -> torch.Tensor:
+    """A clip that starts mid-video at latent frame `latent_index` >= 1, put where it stands for the VAE to encode.
+
+    (B, C, T, H, W) -> (B, C, L + T, H, W), L = 1 + (latent_index - 1) * r: the frames before the clip are a still copy
+    of its first frame. Encode the result and drop its first `latent_index` latents: what remains covers exactly the
+    clip's groups of r frames. A causal VAE's latents of the same frames depend on how far into a video they are (with
+    the shipped VAE, a one-frame lead put the first latent 0.47 of its variance away from the whole video's encoding,
+    a lead to the clip's place 0.06), so the clip is encoded at its place rather than after a single frame.
+    """
+    if latent_index < 1:
+        raise ValueError(f"`latent_index` must be >= 1 for a clip after frame 0, got {latent_index}.")
+    lead = clip[:, :, :1].expand(-1, -1, 1 + (latent_index - 1) * temporal_ratio, -1, -1)
+    return torch.cat([lead, clip], dim=2)
 
 
 def align_condition(

@@ -27,6 +27,7 @@ from .conditioning import (
     impose_condition,
     nearest_valid_num_frames,
     num_latent_frames,
+    with_lead_frames,
 )
 from .inputs import _check_clip_batch, _num_prompts, _video_length, frames_to_tensor
 from .pipeline_output import SoraPipelineOutput
@@ -344,12 +345,10 @@ class SoraPipeline(DiffusionPipeline):
         self, clip: torch.Tensor, latent_index: int, video_start: bool, strength: float, batch_size: int
     ) -> LatentCondition:
         """Pixels from `prepare_condition` -> `LatentCondition` for a batch of `batch_size` videos."""
-        if not video_start:
-            # A mid-video group of r frames is encoded after a copy of its first frame, whose lone latent is dropped:
-            # the remaining latents then cover exactly the clip's groups of r frames.
-            clip = torch.cat([clip[:, :, :1], clip], dim=2)
+        if not video_start:  # encoded at its place in the video, after a still copy of its first frame
+            clip = with_lead_frames(clip, latent_index, self.vae_scale_factor_temporal)
         latents = self.encode_video(clip)
-        latents = latents if video_start else latents[:, :, 1:]
+        latents = latents if video_start else latents[:, :, latent_index:]
         return LatentCondition(
             latents.repeat_interleave(batch_size // latents.shape[0], dim=0), latent_index, strength
         )

@@ -13,7 +13,8 @@ one of `CONDITION_MODES`:
 At least one latent frame is always left to generate. The clean latents must be the ones the pipeline makes at
 inference (`SoraPipeline.encode_condition`): a head clip is encoded as the start of a video, so by causality it equals
 the first latents of the whole clip's encoding; a tail clip starts mid-video at a latent group boundary and is encoded
-after a copy of its first frame, whose lone latent is dropped (`tail_clip_start`, `with_lead_frame`).
+at its place, after a still copy of its first frame whose latents are dropped (`tail_clip_start`,
+`pipelines.conditioning.with_lead_frames`).
 """
 
 from collections.abc import Mapping, Sequence
@@ -120,9 +121,3 @@ def tail_clip_start(num_latent_frames: int, tail_length: int, temporal_ratio: in
     if not 1 <= tail_length <= num_latent_frames - 1:
         raise ValueError(f"`tail_length` must be in [1, {num_latent_frames - 1}], got {tail_length}")
     return 1 + (num_latent_frames - tail_length - 1) * temporal_ratio
-
-
-def with_lead_frame(clip: torch.Tensor) -> torch.Tensor:
-    """(B, C, T, H, W) -> (B, C, 1 + T, H, W): a copy of the first frame in front, so a causal VAE encodes a mid-video
-    clip of whole r-frame groups; drop the first latent of the result (as `SoraPipeline.encode_condition` does)."""
-    return torch.cat([clip[:, :, :1], clip], dim=2)
