@@ -142,7 +142,7 @@ def test_from_pipe_keeps_dtypes_and_logs_no_cast_warning(fresh_components, tmp_p
     "should be kept in float32" warning per model, and cast the float32-kept modules of a bf16 pipeline down."""
     pipe = SoraPipeline(**fresh_components, default_height=HEIGHT, default_width=WIDTH, default_num_frames=9)
     pipe.save_pretrained(tmp_path)
-    bf16 = SoraPipeline.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+    bf16 = SoraPipeline.from_pretrained(tmp_path, dtype=torch.bfloat16)
     kept = {n: p.dtype for n, p in bf16.transformer.named_parameters() if "time_embedder" in n.split(".")}
     assert kept and set(kept.values()) == {torch.float32}
     assert bf16.transformer.proj_out.weight.dtype == torch.bfloat16
@@ -151,7 +151,7 @@ def test_from_pipe_keeps_dtypes_and_logs_no_cast_warning(fresh_components, tmp_p
     diffusers_logger = logging.getLogger("diffusers")
     diffusers_logger.addHandler(records)
     try:
-        i2v = SoraImageToVideoPipeline.from_pipe(bf16, torch_dtype=torch.bfloat16)
+        i2v = SoraImageToVideoPipeline.from_pipe(bf16, dtype=torch.bfloat16)
         SoraImageToVideoPipeline.from_pipe(pipe)
     finally:
         diffusers_logger.removeHandler(records)

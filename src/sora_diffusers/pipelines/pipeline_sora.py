@@ -97,7 +97,7 @@ class SoraPipeline(DiffusionPipeline):
         """diffusers' `DiffusionPipeline.to`, except that a dtype-only cast every module already satisfies is a no-op.
 
         diffusers' `from_pipe` ends with `new_pipeline.to(dtype=...)`: without this, every `from_pipe` logged one
-        "should be kept in float32" warning per model, and a pipeline loaded with `torch_dtype=torch.bfloat16` would
+        "should be kept in float32" warning per model, and a pipeline loaded with `dtype=torch.bfloat16` would
         see the modules it keeps in float32 (`_keep_in_fp32_modules`) cast down to bf16.
         """
         dtype = kwargs.get("dtype")
