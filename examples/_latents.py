@@ -22,7 +22,7 @@ from sora_diffusers.pipelines.conditioning import with_lead_frames
 from sora_diffusers.training.conditioning_sampler import tail_clip_start
 
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: tail latents encoded at their place in the video (`with_lead_frames`), not after one frame
 _TAIL_STREAM = 7
 
 
