@@ -19,12 +19,12 @@ case "$PROFILE" in
   cpu)
     COMMON=(--torch_threads 2 --dataloader_num_workers 1)
     VAE_STEPS=2000 VAE_SWITCH=900 VAE_BATCH=8 DIT_STEPS=${DIT_STEPS:-3000} DIT_BATCH=8 CACHE_CLIPS=${CACHE_CLIPS:-320}
-    DIT2_STEPS=${DIT2_STEPS:-9000} CACHE2_CLIPS=${CACHE2_CLIPS:-960} EVAL_CLIPS=12
+    DIT2_STEPS=${DIT2_STEPS:-16000} DIT3_STEPS=${DIT3_STEPS:-20000} CACHE2_CLIPS=${CACHE2_CLIPS:-960} EVAL_CLIPS=12
     ;;
   gpu)  # proposed sizes for an H100 (not run yet: no GPU was lent when this recipe was written)
     COMMON=(--mixed_precision bf16 --allow_tf32 --dataloader_num_workers 8)
     VAE_STEPS=6000 VAE_SWITCH=2700 VAE_BATCH=16 DIT_STEPS=${DIT_STEPS:-8000} DIT_BATCH=16 CACHE_CLIPS=${CACHE_CLIPS:-8192}
-    DIT2_STEPS=${DIT2_STEPS:-24000} CACHE2_CLIPS=${CACHE2_CLIPS:-8192} EVAL_CLIPS=64
+    DIT2_STEPS=${DIT2_STEPS:-24000} DIT3_STEPS=${DIT3_STEPS:-30000} CACHE2_CLIPS=${CACHE2_CLIPS:-8192} EVAL_CLIPS=64
     ;;
   *) echo "PROFILE must be cpu or gpu, got '$PROFILE'" >&2; exit 2 ;;
 esac
@@ -49,11 +49,12 @@ for stage in $STAGES; do
       ;;
     dit)
       # 6 layers x 256 wide, patch 1x2x2 on 16x latents: 576 tokens for 33 frames of 256x256 (8 x 8 x 9).
-      # Phase 1: CACHE_CLIPS clips, training sigmas logit-normal (centred on 0.5), cosine lr over DIT_STEPS.
+      # Phase 1: CACHE_CLIPS clips, training sigmas logit-normal (centred on 0.5), constant lr after 100 warmup steps.
       # Phase 2 resumes it on CACHE2_CLIPS clips (the first CACHE_CLIPS the same) with the training sigmas shifted by
       # 3 (half the steps at sigma > 0.75): phase 1 alone denoised well up to sigma 0.8 but hardly at all above 0.95,
-      # where sampling decides the layout, and drew several fragments instead of one object. The lr schedule is
-      # rebuilt over DIT2_STEPS on resume.
+      # where sampling decides the layout, and drew several fragments instead of one object. Same constant lr.
+      # Phase 3 cools down: the lr falls linearly from its peak at DIT2_STEPS to 0 at DIT3_STEPS (diffusers' linear
+      # schedule with its warmup set to DIT2_STEPS; the schedule is rebuilt from the flags on resume).
       DIT_ARGS=(--vae "$RUNS/vae" --output_dir "$RUNS/t2v" --seed 0
         --resolution 256 --resolution_multiple 32 --num_frames 17 33 --aspect_ratios landscape portrait square
         --patch_size 1 2 2 --num_layers 6 --num_attention_heads 4 --attention_head_dim 64 --ffn_dim 1024
@@ -66,6 +67,9 @@ for stage in $STAGES; do
         --num_train_samples "$CACHE_CLIPS" --max_train_steps "$DIT_STEPS" --scheduler_shift 2.0
       python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache$CACHE2_CLIPS" \
         --num_train_samples "$CACHE2_CLIPS" --max_train_steps "$DIT2_STEPS" --shift 3.0 --scheduler_shift 3.0
+      python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache$CACHE2_CLIPS" \
+        --num_train_samples "$CACHE2_CLIPS" --shift 3.0 --scheduler_shift 3.0 \
+        --lr_scheduler linear --lr_warmup_steps "$DIT2_STEPS" --max_train_steps "$DIT3_STEPS"
       ;;
     export)
       python examples/export_default_model.py "$RUNS/t2v"
