@@ -19,7 +19,7 @@ case "$PROFILE" in
   cpu)
     COMMON=(--torch_threads 2 --dataloader_num_workers 1)
     VAE_STEPS=2000 VAE_SWITCH=900 VAE_BATCH=8 DIT_STEPS=${DIT_STEPS:-3000} DIT_BATCH=8 CACHE_CLIPS=${CACHE_CLIPS:-320}
-    DIT2_STEPS=${DIT2_STEPS:-16000} DIT3_STEPS=${DIT3_STEPS:-20000} CACHE2_CLIPS=${CACHE2_CLIPS:-960} EVAL_CLIPS=12
+    DIT2_STEPS=${DIT2_STEPS:-15000} DIT3_STEPS=${DIT3_STEPS:-18000} CACHE2_CLIPS=${CACHE2_CLIPS:-960} EVAL_CLIPS=12
     ;;
   gpu)  # proposed sizes for an H100 (not run yet: no GPU was lent when this recipe was written)
     COMMON=(--mixed_precision bf16 --allow_tf32 --dataloader_num_workers 8)
