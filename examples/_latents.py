@@ -39,10 +39,9 @@ def encode_tails(vae: SpacetimeVAE, video: torch.Tensor, tail_length: int) -> to
     placed mid-video: (B, 3, T, H, W) -> (B, C, tail_length, H', W')."""
     num_latent_frames = 1 + (video.shape[2] - 1) // vae.temporal_compression_ratio
     start = tail_clip_start(num_latent_frames, tail_length, vae.temporal_compression_ratio)
-    lead_index = num_latent_frames - tail_length
-    return encode_clips(vae, with_lead_frames(video[:, :, start:], lead_index, vae.temporal_compression_ratio))[
-        :, :, lead_index:
-    ]
+    index = num_latent_frames - tail_length  # the latent frame the tail starts at
+    clip = with_lead_frames(video[:, :, start:], index, vae.temporal_compression_ratio)
+    return encode_clips(vae, clip)[:, :, index:]
 
 
 def cached_tail_length(index: int, num_latent_frames: int, seed: int) -> int:

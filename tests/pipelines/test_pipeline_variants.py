@@ -186,8 +186,8 @@ def test_extend_forward_default_length_is_about_twice_the_clip(make_pipe, clip):
 def test_extend_backward(make_pipe, components, clip):
     """21 frames with the clip at the end (frame_index -9 = 12). Pixel 12 is not on a latent group boundary, so clip
     frame 0 is generated and clip frames 1..8 become latents 4, 5 (pixels 13..20). Checked: those latent frames equal
-    the clip's frames 1..8 encoded after 13 copies of frame 1 (pixels 0..12); latents 0..3 are generated; the pixel output is the decode
-    of that latent grid (the causal decoder sees the generated past, see the module docstring)."""
+    the clip's frames 1..8 encoded after 13 copies of frame 1 (pixels 0..12); latents 0..3 are generated; the pixel
+    output is the decode of that latent grid (the causal decoder sees the generated past, see the module docstring)."""
     vae, pipe = components["vae"], make_pipe(SoraVideoExtensionPipeline)
     latents = run(pipe, clip, "x", mode="backward", num_frames=21, output_type="latent")[0]
     assert latents.shape == (4, 6, HEIGHT // 8, WIDTH // 8)

@@ -2,10 +2,11 @@
 
 A `FrameCondition` is an image or clip placed at a pixel frame index with a strength. `SoraPipeline.encode_condition`
 turns it into latent frames aligned with the causal VAE's grouping (latent 0 = pixel frame 0 alone, latent j >= 1 =
-pixel frames 4j-3 .. 4j for 4x temporal compression); a clip placed later is encoded at its place (`with_lead_frames`). `build_condition` merges all of them into one `(cond_latents,
-cond_sigma)` pair: the denoising loop keeps each conditioned latent frame at noise level `cond_sigma` (0 = exactly
-clean) and lets every other frame be generated. Text-to-video is no condition; image-to-video one image at frame 0;
-extension a clip at the start (forward) or the end (backward); a loop or a connection clips at both ends.
+pixel frames 4j-3 .. 4j for 4x temporal compression); a clip placed later is encoded at its place
+(`with_lead_frames`). `build_condition` merges all of them into one `(cond_latents, cond_sigma)` pair: the denoising
+loop keeps each conditioned latent frame at noise level `cond_sigma` (0 = exactly clean) and lets every other frame be
+generated. Text-to-video is no condition; image-to-video one image at frame 0; extension a clip at the start (forward)
+or the end (backward); a loop or a connection clips at both ends.
 """
 
 from dataclasses import dataclass

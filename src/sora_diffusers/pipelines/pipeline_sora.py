@@ -347,8 +347,7 @@ class SoraPipeline(DiffusionPipeline):
         """Pixels from `prepare_condition` -> `LatentCondition` for a batch of `batch_size` videos."""
         if not video_start:  # encoded at its place in the video, after a still copy of its first frame
             clip = with_lead_frames(clip, latent_index, self.vae_scale_factor_temporal)
-        latents = self.encode_video(clip)
-        latents = latents if video_start else latents[:, :, latent_index:]
+        latents = self.encode_video(clip)[:, :, latent_index:]  # a video start has latent_index 0
         return LatentCondition(
             latents.repeat_interleave(batch_size // latents.shape[0], dim=0), latent_index, strength
         )
