@@ -3,10 +3,12 @@
 Loss: L1 + MSE reconstruction of a posterior sample, plus a small KL term; a share of the batches are single frames
 (images), so the causal VAE learns frame 0 on its own as well as whole clips. The final model, saved into
 `--output_dir`, carries per-channel `latents_mean` / `latents_std` measured on the data, so its normalised latents have
-about unit variance for the diffusion transformer.
+about unit variance for the diffusion transformer. `--pretrained_vae` fine-tunes a trained VAE instead; with
+`--train_decoder_only` its encoder is frozen and its latent statistics kept, so a DiT trained on its latents stays valid.
 
     python examples/train_vae.py --output_dir runs/vae --resolution 64 --num_frames 17 33 --base_dim 32
     accelerate launch examples/train_vae.py --output_dir runs/vae --mixed_precision bf16 ...
+    python examples/train_vae.py --output_dir runs/vae_dec --pretrained_vae runs/vae --train_decoder_only ...
 
 See examples/README.md for every flag and what the run writes.
 """
@@ -53,11 +55,14 @@ DEFAULT_VAE_CONFIG = dict(
     attn_scales=(),
     temporal_downsample=(False, True, True),
 )
+ARCHITECTURE_KEYS = (
+    "latent_channels", "base_dim", "dim_mult", "num_res_blocks", "attn_scales", "temporal_downsample", "patch_size",
+)  # fmt: skip
 VALIDATION_SEED_OFFSET = 1_000_003  # validation clips come from another seed than the training clips
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = build_parser("Train a SpacetimeVAE from scratch.")
+    p = build_parser("Train a SpacetimeVAE from scratch, or fine-tune one.")
     p.set_defaults(learning_rate=2e-4, validation_steps=1000)
     model = p.add_argument_group("model (flags override --vae_config)")
     model.add_argument("--vae_config", default=None, help="JSON file or model folder with a SpacetimeVAE config")
@@ -69,6 +74,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--temporal_downsample", type=int, nargs="+", default=None, help="0/1 per downsampling")
     model.add_argument(
         "--patch_size", type=int, default=None, help="fold p x p pixels into channels first (Wan 2.2's patchify)"
+    )
+    model.add_argument(
+        "--pretrained_vae",
+        default=None,
+        help="fine-tune this SpacetimeVAE (a VAE folder or a pipeline folder with vae/) instead of a new one",
+    )
+    model.add_argument(
+        "--train_decoder_only",
+        action="store_true",
+        help="with --pretrained_vae: freeze the encoder, so its latent space (and a DiT trained on it) stays valid",
     )
     loss = p.add_argument_group("loss")
     loss.add_argument("--l1_weight", type=float, default=1.0)
@@ -102,14 +117,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError(f"--crop_size must be a positive multiple of --resolution_multiple, got {args.crop_size}")
     if not 0.0 <= args.image_prob <= 1.0:
         raise ValueError(f"--image_prob must be in [0, 1], got {args.image_prob}")
+    if args.train_decoder_only and not args.pretrained_vae:
+        raise ValueError("--train_decoder_only needs --pretrained_vae (the encoder to keep)")
+    if args.pretrained_vae:
+        given = [f"--{key}" for key in ARCHITECTURE_KEYS if getattr(args, key) is not None]
+        if args.vae_config:
+            given.insert(0, "--vae_config")
+        if given:
+            raise ValueError(f"--pretrained_vae fixes the architecture; drop {', '.join(given)}")
     return args
 
 
 def vae_config(args: argparse.Namespace) -> dict:
     """Defaults, then --vae_config, then explicit flags. Latent statistics start empty (measured at the end)."""
     config = {**DEFAULT_VAE_CONFIG, **load_json_config(args.vae_config)}
-    keys = ("latent_channels", "base_dim", "dim_mult", "num_res_blocks", "attn_scales", "temporal_downsample")
-    for key in (*keys, "patch_size"):
+    for key in ARCHITECTURE_KEYS:
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     config["temporal_downsample"] = tuple(bool(flag) for flag in config["temporal_downsample"])
@@ -119,16 +141,18 @@ def vae_config(args: argparse.Namespace) -> dict:
 class ReconstructionModel(nn.Module):
     """The VAE's encode -> sample -> decode in one `forward`, so DDP sees (and synchronises) the whole pass."""
 
-    def __init__(self, vae: SpacetimeVAE):
+    def __init__(self, vae: SpacetimeVAE, train_encoder: bool = True):
         super().__init__()
         self.vae = vae
+        self.train_encoder = train_encoder
 
     def forward(
         self, video: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, T, H, W) -> reconstruction (same shape, unclamped so every pixel has a gradient) and the mean KL
         per latent element."""
-        posterior = self.vae.encode(video).latent_dist
+        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
+            posterior = self.vae.encode(video).latent_dist
         recon = self.vae.decode(posterior.sample(generator), clamp=False).sample
         return recon, posterior.kl().sum() / posterior.mean.numel()
 
@@ -216,17 +240,26 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = setup_accelerator(args, find_unused_parameters=args.image_prob > 0)
     repo_id = create_hub_repo(args)
 
-    # 1. Model
-    vae = SpacetimeVAE(**vae_config(args))
-    if args.conv_init == "kaiming":
-        init_convs_kaiming_(vae)
-    if args.logvar_init:
-        init_posterior_logvar_(vae, args.logvar_init)
+    # 1. Model: a new one, or --pretrained_vae (with --train_decoder_only: its encoder frozen)
+    if args.pretrained_vae:
+        subfolder = "vae" if (Path(args.pretrained_vae) / "vae" / "config.json").is_file() else None
+        vae = SpacetimeVAE.from_pretrained(args.pretrained_vae, subfolder=subfolder)
+    else:
+        vae = SpacetimeVAE(**vae_config(args))
+        if args.conv_init == "kaiming":
+            init_convs_kaiming_(vae)
+        if args.logvar_init:
+            init_posterior_logvar_(vae, args.logvar_init)
+    if args.train_decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
     vae.disable_temporal_chunking()  # whole clips at once: fastest for training-length clips
     if args.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
-    model = ReconstructionModel(vae)
-    logger.info(f"SpacetimeVAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters")
+    model = ReconstructionModel(vae, train_encoder=not args.train_decoder_only)
+    total = sum(p.numel() for p in vae.parameters())
+    trained = sum(p.numel() for p in vae.parameters() if p.requires_grad)
+    logger.info(f"SpacetimeVAE: {total / 1e6:.2f} M parameters, {trained / 1e6:.2f} M trained")
 
     # 2. Data, optimizer, EMA, resume
     dataset, bucket_ids = build_dataset(args, group_size=args.train_batch_size)
@@ -280,17 +313,19 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.end_training()
         return {"first_step": first_step, "global_step": last_step, "output_dir": args.output_dir, "stopped": True}
 
-    # 5. Final model: EMA weights, latent statistics measured on the data, saved into --output_dir
+    # 5. Final model: EMA weights, latent statistics measured on the data (a frozen encoder keeps its own), saved
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model).vae
         if ema is not None:
             ema.copy_to(final.parameters())
         final.eval()
-        stats_data, _ = build_dataset(args, group_size=1, random_start=False)
-        mean, std = measure_latent_stats(final, stats_data, args.stats_num_samples, accelerator.device)
-        final.register_to_config(latents_mean=mean, latents_std=std)
+        if not args.train_decoder_only:
+            stats_data, _ = build_dataset(args, group_size=1, random_start=False)
+            mean, std = measure_latent_stats(final, stats_data, args.stats_num_samples, accelerator.device)
+            final.register_to_config(latents_mean=mean, latents_std=std)
         final.save_pretrained(args.output_dir)
+        std = final.config.latents_std or [float("nan")]
         logger.info(f"Saved the VAE to {args.output_dir} (latent std {min(std):.3g} .. {max(std):.3g})")
         upload_to_hub(args, repo_id)
     accelerator.end_training()

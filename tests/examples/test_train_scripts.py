@@ -153,6 +153,61 @@ def test_vae_stop_at_step_checkpoints_without_a_final_model_and_resumes_with_oth
     assert SpacetimeVAE.from_pretrained(out).config.latent_channels == 4
 
 
+FINE_TUNE_FLAGS = [
+    "--num_frames", "5", "9", "--num_validation_videos", "1", "--image_prob", "0.5", "--learning_rate", "1e-3",
+]  # fmt: skip
+
+
+def test_vae_decoder_fine_tune_keeps_the_encoder_and_its_latent_statistics(vae_run, tmp_path):
+    """--train_decoder_only: the latent space a DiT was trained on stays bit-identical; the decoder learns."""
+    pretrained = SpacetimeVAE.from_pretrained(vae_run[0])
+    out = tmp_path / "decoder"
+    argv = [*COMMON_FLAGS, *FINE_TUNE_FLAGS, "--output_dir", str(out), "--max_train_steps", "2"]
+    run(train_vae.main, [*argv, "--pretrained_vae", str(vae_run[0]), "--train_decoder_only"])
+    tuned = SpacetimeVAE.from_pretrained(out)
+
+    assert tuned.config.latents_mean == pretrained.config.latents_mean
+    assert tuned.config.latents_std == pretrained.config.latents_std
+    before, after = pretrained.state_dict(), tuned.state_dict()
+    encoder_keys = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder_keys = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder_keys and len(encoder_keys) + len(decoder_keys) == len(before)
+    assert all(torch.equal(before[k], after[k]) for k in encoder_keys)
+    changed = sum(not torch.equal(before[k], after[k]) for k in decoder_keys)
+    assert changed > len(decoder_keys) // 2, f"{changed} of {len(decoder_keys)} decoder tensors changed"
+    clip = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(pretrained.encode(clip).latent_dist.mode(), tuned.encode(clip).latent_dist.mode())
+
+
+def test_vae_fine_tune_from_a_pipeline_folder_trains_the_whole_vae(vae_run, tmp_path):
+    pipeline_folder = tmp_path / "pipe"
+    SpacetimeVAE.from_pretrained(vae_run[0]).save_pretrained(pipeline_folder / "vae")
+    out = tmp_path / "whole"
+    argv = [*COMMON_FLAGS, *FINE_TUNE_FLAGS, "--output_dir", str(out), "--max_train_steps", "2"]
+    run(train_vae.main, [*argv, "--pretrained_vae", str(pipeline_folder)])
+    before = SpacetimeVAE.from_pretrained(vae_run[0]).state_dict()
+    after = SpacetimeVAE.from_pretrained(out).state_dict()
+    assert not torch.equal(before["encoder.conv_in.weight"], after["encoder.conv_in.weight"])
+    assert (
+        SpacetimeVAE.from_pretrained(out).config.latents_std
+        != SpacetimeVAE.from_pretrained(vae_run[0]).config.latents_std
+    )
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--train_decoder_only"], "--train_decoder_only needs --pretrained_vae"),
+        (["--pretrained_vae", "x", "--base_dim", "8"], "--pretrained_vae fixes the architecture; drop --base_dim"),
+        (["--pretrained_vae", "x", "--vae_config", "y"], "--pretrained_vae fixes the architecture; drop --vae_config"),
+    ],
+)
+def test_vae_fine_tune_flags_are_checked(flags, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        train_vae.parse_args([*COMMON_FLAGS, "--output_dir", str(tmp_path), *flags])
+
+
 def test_stop_at_step_beyond_max_train_steps_is_rejected(tmp_path):
     argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(tmp_path), "--max_train_steps", "4", "--stop_at_step", "5"]
     with pytest.raises(ValueError, match=r"--stop_at_step must be in \[0, --max_train_steps=4\], got 5"):
