@@ -233,7 +233,8 @@ def test_extend_connect(make_pipe, components, clip):
     latents = run(pipe, clip, "x", mode="connect", video_end=end, num_frames=25, output_type="latent")[0]
     assert latents.shape[1] == 7
     assert max_diff(latents[:, 5:], encode_mid_video(vae, end[:, 1:9], 5)[0]) < EXACT
-    assert max_diff(latents[:, 5:], encode_mid_video(vae, clip[:, 1:9], 5)[0]) > FAR  # the end clip, not the start clip
+    # the end clip, not the start clip
+    assert max_diff(latents[:, 5:], encode_mid_video(vae, clip[:, 1:9], 5)[0]) > FAR
     assert max_diff(frames, decode(vae, latents[None])) < EXACT
 
 
