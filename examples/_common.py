@@ -244,8 +244,13 @@ def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, step: in
     return path
 
 
-def resume(accelerator: Accelerator, args: argparse.Namespace) -> int:
-    """Load `--resume_from_checkpoint` ("latest" or a folder); return the optimizer step it was saved at (0: fresh)."""
+def resume(accelerator: Accelerator, args: argparse.Namespace, lr_scheduler=None) -> int:
+    """Load `--resume_from_checkpoint` ("latest" or a folder); return the optimizer step it was saved at (0: fresh).
+
+    The schedule's shape always comes from the flags (`--lr_scheduler`, `--lr_warmup_steps`, `--max_train_steps`);
+    given `lr_scheduler`, so does its peak: a `--learning_rate` other than the checkpoint's is applied, not silently
+    replaced by the saved one (torch restores a LambdaLR's `base_lrs` from the checkpoint).
+    """
     if not args.resume_from_checkpoint:
         return 0
     if args.resume_from_checkpoint == "latest":
@@ -260,7 +265,20 @@ def resume(accelerator: Accelerator, args: argparse.Namespace) -> int:
             raise ValueError(f"--resume_from_checkpoint {path} is not a {CHECKPOINT_PREFIX}STEP folder")
     accelerator.load_state(str(path))
     logger.info(f"Resumed from {path}", main_process_only=True)
+    if lr_scheduler is not None:
+        _apply_learning_rate(getattr(lr_scheduler, "scheduler", lr_scheduler), args.learning_rate)
     return int(path.name[len(CHECKPOINT_PREFIX) :])
+
+
+def _apply_learning_rate(scheduler: torch.optim.lr_scheduler.LambdaLR, learning_rate: float) -> None:
+    saved = scheduler.base_lrs[0]
+    if all(lr == learning_rate for lr in scheduler.base_lrs):
+        return
+    scheduler.base_lrs = [learning_rate] * len(scheduler.base_lrs)
+    for group, lr_lambda in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"] = learning_rate
+        group["lr"] = learning_rate * lr_lambda(scheduler.last_epoch)
+    logger.info(f"--learning_rate {learning_rate:g} replaces the checkpoint's {saved:g}", main_process_only=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

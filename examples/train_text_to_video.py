@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
     ema = create_ema(transformer, args, accelerator)
     metrics = MetricsLog(Path(args.output_dir) / "metrics.jsonl")
     accelerator.register_for_checkpointing(metrics)
-    first_step = resume(accelerator, args)
+    first_step = resume(accelerator, args, lr_scheduler)
     if accelerator.is_main_process:
         metrics.rewrite()
     pipe = SoraPipeline(

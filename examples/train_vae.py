@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     ema = create_ema(vae, args, accelerator)
     metrics = MetricsLog(Path(args.output_dir) / "metrics.jsonl")
     accelerator.register_for_checkpointing(metrics)
-    first_step = resume(accelerator, args)
+    first_step = resume(accelerator, args, lr_scheduler)
     if accelerator.is_main_process:
         metrics.rewrite()
     val_clips = validation_clips(args) if accelerator.is_main_process else []

@@ -136,6 +136,21 @@ def test_vae_resume_continues_from_the_saved_step(vae_run, tmp_path):
     assert again[3] == pytest.approx(first[3], rel=1e-4)
 
 
+def test_resume_applies_a_new_learning_rate(vae_run, tmp_path):
+    """torch restores the scheduler's saved peak lr; a --learning_rate given on resume must win."""
+    import shutil
+
+    resumed = tmp_path / "vae"
+    shutil.copytree(vae_run[0], resumed)
+    argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(resumed), "--max_train_steps", "4"]
+    run(train_vae.main, [*argv, "--resume_from_checkpoint", "latest", "--learning_rate", "1e-3"])
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, open(resumed / "metrics.jsonl")) if "loss" in r}
+    first = {r["step"]: r["lr"] for r in vae_run[2] if "loss" in r}
+    # the same 200-step warm-up (constant_with_warmup, the default), towards 1e-3 instead of the checkpoint's 2e-4
+    assert first[2] == pytest.approx(2e-4 * 2 / 200) and first[3] == pytest.approx(2e-4 * 3 / 200)
+    assert lrs[3] == pytest.approx(1e-3 * 3 / 200) and lrs[4] == pytest.approx(1e-3 * 4 / 200)
+
+
 def test_vae_stop_at_step_checkpoints_without_a_final_model_and_resumes_with_other_data_flags(vae_run, tmp_path):
     """A curriculum: 3 steps on 5- and 9-frame clips, stopped; then the last step on 9-frame clips only."""
     out = tmp_path / "vae"
