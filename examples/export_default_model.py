@@ -6,6 +6,7 @@ VAE in 16 bits, and checks that the result loads offline and stays within the si
 
     python examples/export_default_model.py runs/t2v                       # -> src/sora_diffusers/default_model
     python examples/export_default_model.py runs/t2v --output_dir my_model --dtype bfloat16
+    python examples/export_default_model.py runs/t2v --vae runs/vae_dec   # with a decoder fine-tune of its VAE
 
 The folder is written next to its destination first and moved into place only when complete, so a failed export
 never leaves a half-written model behind; files of an older model are replaced, the package's `__init__.py` is kept.
@@ -37,6 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output_dir", default=str(DEFAULT_OUTPUT), help="default: the package's default_model folder")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float16", help="storage dtype of transformer and VAE")
     p.add_argument("--max_size_mb", type=float, default=MAX_SIZE_MB, help="refuse a model larger than this")
+    p.add_argument(
+        "--vae",
+        default=None,
+        help="ship this VAE instead of the pipeline's: a decoder fine-tune of it (train_vae.py --train_decoder_only)",
+    )
     args = p.parse_args(argv)
     if not (Path(args.pipeline) / "model_index.json").is_file():
         p.error(f"pipeline: {args.pipeline} has no model_index.json")
@@ -58,11 +64,45 @@ def folder_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def export(pipeline: str, output_dir: str | Path, dtype: torch.dtype = torch.float16, max_size_mb=MAX_SIZE_MB) -> dict:
-    """Write `pipeline` without its text components, in `dtype`, into `output_dir`; returns sizes and the check."""
+def decoder_fine_tune(base, path: str | Path):
+    """The `SpacetimeVAE` at `path` (a VAE folder or a pipeline folder), checked to encode exactly as `base` does.
+
+    A transformer is trained on its VAE's latents, so only the decoder may differ: same config, same encoder and
+    `quant_conv` weights, same `latents_mean` / `latents_std` (what `train_vae.py --train_decoder_only` keeps).
+    """
+    from sora_diffusers import SpacetimeVAE
+
+    subfolder = "vae" if (Path(path) / "vae" / "config.json").is_file() else None
+    vae = SpacetimeVAE.from_pretrained(path, subfolder=subfolder).to(base.dtype)
+    ours, theirs = base.state_dict(), vae.state_dict()
+    configs = [{k: v for k, v in dict(m.config).items() if not k.startswith("_")} for m in (base, vae)]
+    same = configs[0] == configs[1] and ours.keys() == theirs.keys()
+    same = same and all(torch.equal(ours[k], theirs[k]) for k in ours if k.startswith(("encoder.", "quant_conv.")))
+    if not same:
+        raise ValueError(
+            f"--vae {path} encodes differently from the pipeline's VAE (config, encoder weights or latent statistics);"
+            " the transformer was trained on those latents, so only a decoder fine-tune of that VAE"
+            " (train_vae.py --pretrained_vae ... --train_decoder_only) can replace it"
+        )
+    return vae
+
+
+def export(
+    pipeline: str,
+    output_dir: str | Path,
+    dtype: torch.dtype = torch.float16,
+    max_size_mb=MAX_SIZE_MB,
+    vae: str | Path | None = None,
+) -> dict:
+    """Write `pipeline` without its text components, in `dtype`, into `output_dir`; returns sizes and the check.
+
+    `vae`: a decoder fine-tune of the pipeline's VAE to ship in its place (checked by `decoder_fine_tune`).
+    """
     from sora_diffusers.default_model import load_default_pipeline
 
     pipe = load_default_pipeline(model_path=pipeline)  # fp32, MiniLM filled in if the folder has no text encoder
+    if vae is not None:
+        pipe.register_modules(vae=decoder_fine_tune(pipe.vae, vae))
     pipe.register_modules(tokenizer=None, text_encoder=None)
     with quiet_diffusers():  # "keep these modules in float32": storage only, load_default_pipeline upcasts them
         pipe.transformer.to(dtype)
@@ -103,7 +143,7 @@ def export(pipeline: str, output_dir: str | Path, dtype: torch.dtype = torch.flo
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    result = export(args.pipeline, args.output_dir, DTYPES[args.dtype], args.max_size_mb)
+    result = export(args.pipeline, args.output_dir, DTYPES[args.dtype], args.max_size_mb, args.vae)
     millions = ", ".join(f"{name} {count / 1e6:.2f} M" for name, count in result["parameters"].items())
     print(f"wrote {result['output_dir']}: {result['size_mb']} MB ({millions} parameters, {args.dtype})")
     return result

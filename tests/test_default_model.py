@@ -129,6 +129,39 @@ def test_export_refuses_a_model_over_the_size_budget_and_keeps_the_installed_one
     assert not [p for p in exported_dir.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
 
 
+def _vae_with_changed(trained_dir: Path, prefix: str, folder: Path) -> dict:
+    """The trained pipeline's VAE with every tensor under `prefix` moved, saved into `folder`; returns its weights."""
+    vae = SpacetimeVAE.from_pretrained(trained_dir, subfolder="vae")
+    with torch.no_grad():
+        for name, p in vae.named_parameters():
+            if name.startswith(prefix):
+                p.add_(0.01)
+    vae.save_pretrained(folder)
+    return vae.state_dict()
+
+
+def test_export_ships_a_decoder_fine_tune_in_place_of_the_pipelines_vae(trained_dir, tmp_path):
+    tuned = _vae_with_changed(trained_dir, "decoder.", tmp_path / "vae_dec")
+    output = tmp_path / "default_model"
+    export_default_model.main([str(trained_dir), "--output_dir", str(output), "--vae", str(tmp_path / "vae_dec")])
+    shipped = SpacetimeVAE.from_pretrained(output, subfolder="vae").state_dict()
+    assert shipped.keys() == tuned.keys()
+    assert all(torch.equal(shipped[k], tuned[k].half()) for k in tuned)  # the fine-tune's decoder, in 16 bits
+    original = SpacetimeVAE.from_pretrained(trained_dir, subfolder="vae").state_dict()
+    assert not torch.equal(shipped["decoder.conv_out.weight"], original["decoder.conv_out.weight"].half())
+
+
+@pytest.mark.parametrize("prefix", ["encoder.", "quant_conv."])
+def test_export_refuses_a_vae_that_encodes_differently(trained_dir, exported_dir, tmp_path, prefix):
+    _vae_with_changed(trained_dir, prefix, tmp_path / "other")
+    before = {p.name: p.stat().st_mtime_ns for p in exported_dir.rglob("*")}
+    with pytest.raises(ValueError, match="encodes differently from the pipeline's VAE"):
+        export_default_model.main(
+            [str(trained_dir), "--output_dir", str(exported_dir), "--vae", str(tmp_path / "other")]
+        )
+    assert {p.name: p.stat().st_mtime_ns for p in exported_dir.rglob("*")} == before
+
+
 def test_cli_generates_with_the_embedded_model_when_no_model_is_given(exported_dir, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(default_model, "MODEL_DIR", exported_dir)
     output = tmp_path / "demo.mp4"
