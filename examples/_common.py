@@ -106,6 +106,14 @@ def check_args(args: argparse.Namespace) -> None:
         )
 
 
+def load_vae(path: str | Path, **kwargs):
+    """A `SpacetimeVAE` from a VAE folder (or Hub id), or from a pipeline folder's `vae/`; `kwargs` to from_pretrained."""
+    from sora_diffusers import SpacetimeVAE
+
+    subfolder = "vae" if (Path(path) / "vae" / "config.json").is_file() else None
+    return SpacetimeVAE.from_pretrained(path, subfolder=subfolder, **kwargs)
+
+
 def load_json_config(path: str | None) -> dict:
     """A model config from a JSON file or a saved model folder's config.json (keys starting with "_" dropped)."""
     if not path:

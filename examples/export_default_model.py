@@ -25,6 +25,11 @@ import torch
 from diffusers.utils import logging as diffusers_logging
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, also when imported from elsewhere
+
+from _common import load_vae  # noqa: E402
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "src" / "sora_diffusers" / "default_model"
 MAX_SIZE_MB = 30.0  # issue 5: the shipped VAE + transformer, 16-bit safetensors
@@ -70,10 +75,7 @@ def decoder_fine_tune(base, path: str | Path):
     A transformer is trained on its VAE's latents, so only the decoder may differ: same config, same encoder and
     `quant_conv` weights, same `latents_mean` / `latents_std` (what `train_vae.py --train_decoder_only` keeps).
     """
-    from sora_diffusers import SpacetimeVAE
-
-    subfolder = "vae" if (Path(path) / "vae" / "config.json").is_file() else None
-    vae = SpacetimeVAE.from_pretrained(path, subfolder=subfolder).to(base.dtype)
+    vae = load_vae(path).to(base.dtype)
     ours, theirs = base.state_dict(), vae.state_dict()
     configs = [{k: v for k, v in dict(m.config).items() if not k.startswith("_")} for m in (base, vae)]
     same = configs[0] == configs[1] and ours.keys() == theirs.keys()

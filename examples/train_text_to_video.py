@@ -32,6 +32,7 @@ from _common import (  # noqa: E402
     create_hub_repo,
     create_optimizer,
     load_json_config,
+    load_vae,
     logger,
     resume,
     setup_accelerator,
@@ -59,7 +60,6 @@ from sora_diffusers import (  # noqa: E402
     FrameCondition,
     SoraFlowMatchScheduler,
     SoraPipeline,
-    SpacetimeVAE,
 )
 from sora_diffusers.data import Bucket  # noqa: E402
 from sora_diffusers.training.conditioning_sampler import (  # noqa: E402
@@ -153,8 +153,7 @@ def text_encoder_path(args: argparse.Namespace) -> str:
 
 def load_frozen(args: argparse.Namespace, device, dtype):
     """The VAE, tokenizer and text encoder, frozen, in eval mode, on `device`."""
-    vae_subfolder = "vae" if (Path(args.vae) / "vae" / "config.json").is_file() else None
-    vae = SpacetimeVAE.from_pretrained(args.vae, subfolder=vae_subfolder, dtype=dtype)
+    vae = load_vae(args.vae, dtype=dtype)
     if vae.config.latents_mean is None:
         logger.warning(f"{args.vae} has no latents_mean/std: its latents are used unnormalised")
     tokenizer = AutoTokenizer.from_pretrained(text_encoder_path(args))

@@ -32,6 +32,7 @@ from _common import (  # noqa: E402
     create_hub_repo,
     create_optimizer,
     load_json_config,
+    load_vae,
     logger,
     resume,
     setup_accelerator,
@@ -242,8 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 1. Model: a new one, or --pretrained_vae (with --train_decoder_only: its encoder frozen)
     if args.pretrained_vae:
-        subfolder = "vae" if (Path(args.pretrained_vae) / "vae" / "config.json").is_file() else None
-        vae = SpacetimeVAE.from_pretrained(args.pretrained_vae, subfolder=subfolder)
+        vae = load_vae(args.pretrained_vae)
     else:
         vae = SpacetimeVAE(**vae_config(args))
         if args.conv_init == "kaiming":
