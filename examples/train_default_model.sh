@@ -74,23 +74,17 @@ for stage in $STAGES; do
         --resume_from_checkpoint latest "${COMMON[@]}")
       python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache" \
         --num_train_samples "$CACHE_CLIPS" --max_train_steps "$DIT_STEPS" --scheduler_shift 2.0
-      python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache$CACHE2_CLIPS" \
-        --num_train_samples "$CACHE2_CLIPS" --max_train_steps "$DIT2_STEPS" --shift 3.0 --scheduler_shift 3.0
-      python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache$CACHE2_CLIPS" \
-        --num_train_samples "$CACHE2_CLIPS" --shift 3.0 --scheduler_shift 3.0 \
-        --lr_scheduler linear --lr_warmup_steps "$DIT2_STEPS" --max_train_steps "$DIT3_STEPS"
-      python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache$CACHE3_CLIPS" \
-        --num_train_samples "$CACHE3_CLIPS" --shift 3.0 --scheduler_shift 3.0 \
-        --lr_scheduler constant --max_train_steps "$DIT4_STEPS"
-      python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache$CACHE3_CLIPS" \
-        --num_train_samples "$CACHE3_CLIPS" --shift 3.0 --scheduler_shift 3.0 \
-        --lr_scheduler linear --lr_warmup_steps "$DIT4_STEPS" --max_train_steps "$DIT5_STEPS"
-      python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache$CACHE3_CLIPS" \
-        --num_train_samples "$CACHE3_CLIPS" --shift 3.0 --scheduler_shift 3.0 \
-        --lr_scheduler constant --max_train_steps "$DIT6_STEPS"
-      python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache$CACHE3_CLIPS" \
-        --num_train_samples "$CACHE3_CLIPS" --shift 3.0 --scheduler_shift 3.0 \
-        --lr_scheduler linear --lr_warmup_steps "$DIT6_STEPS" --max_train_steps "$DIT7_STEPS"
+      shifted() {  # train on cache$1 (the first $1 clips) with the training sigmas shifted by 3, plus "${@:2}"
+        python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache$1" \
+          --num_train_samples "$1" --shift 3.0 --scheduler_shift 3.0 "${@:2}"
+      }
+      shifted "$CACHE2_CLIPS" --max_train_steps "$DIT2_STEPS"
+      shifted "$CACHE2_CLIPS" --lr_scheduler linear --lr_warmup_steps "$DIT2_STEPS" --max_train_steps "$DIT3_STEPS"
+      for cycle in "$DIT4_STEPS $DIT5_STEPS" "$DIT6_STEPS $DIT7_STEPS"; do  # phases 4-5, 6-7: restart, cool down
+        read -r peak end <<< "$cycle"
+        shifted "$CACHE3_CLIPS" --lr_scheduler constant --max_train_steps "$peak"
+        shifted "$CACHE3_CLIPS" --lr_scheduler linear --lr_warmup_steps "$peak" --max_train_steps "$end"
+      done
       ;;
     decoder)
       # The VAE's decoder trained on (the DiT is not touched: the frozen encoder keeps the latents it was trained on).
