@@ -110,8 +110,19 @@ def load_vae(path: str | Path, **kwargs):
     """A `SpacetimeVAE` from a VAE folder (or Hub id), or from a pipeline folder's `vae/`; `kwargs` to from_pretrained."""
     from sora_diffusers import SpacetimeVAE
 
-    subfolder = "vae" if (Path(path) / "vae" / "config.json").is_file() else None
-    return SpacetimeVAE.from_pretrained(path, subfolder=subfolder, **kwargs)
+    return _load_component(SpacetimeVAE, path, "vae", **kwargs)
+
+
+def load_transformer(path: str | Path, **kwargs):
+    """A `DiTVideoTransformer3D` from a model folder (or Hub id), or from a pipeline folder's `transformer/`."""
+    from sora_diffusers import DiTVideoTransformer3D
+
+    return _load_component(DiTVideoTransformer3D, path, "transformer", **kwargs)
+
+
+def _load_component(cls, path: str | Path, subfolder: str, **kwargs):
+    found = subfolder if (Path(path) / subfolder / "config.json").is_file() else None
+    return cls.from_pretrained(path, subfolder=found, **kwargs)
 
 
 def load_json_config(path: str | None) -> dict:

@@ -9,6 +9,7 @@ loss, and are exactly the latents `SoraPipeline` makes for such conditions at in
 
     python examples/train_text_to_video.py --vae runs/vae --output_dir runs/dit --resolution 64 --num_frames 17 33
     accelerate launch examples/train_text_to_video.py --vae runs/vae --output_dir runs/dit --mixed_precision bf16 ...
+    python examples/train_text_to_video.py --vae runs/dit --pretrained_transformer runs/dit --output_dir runs/dit2 ...
 
 See examples/README.md for every flag and what the run writes.
 """
@@ -32,6 +33,7 @@ from _common import (  # noqa: E402
     create_hub_repo,
     create_optimizer,
     load_json_config,
+    load_transformer,
     load_vae,
     logger,
     resume,
@@ -102,6 +104,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--text_encoder", default=None, help="transformers encoder path (default: MiniLM)")
     model.add_argument("--max_sequence_length", type=int, default=None, help="text tokens (default: tokenizer's)")
     model.add_argument("--transformer_config", default=None, help="JSON file or model folder")
+    model.add_argument(
+        "--pretrained_transformer",
+        default=None,
+        help="train on from this DiTVideoTransformer3D (a model folder or a pipeline folder with transformer/) "
+        "instead of a new one; the architecture flags are then refused",
+    )
     model.add_argument("--patch_size", type=int, nargs=3, default=None)
     for flag in TRANSFORMER_FLAGS[1:]:
         model.add_argument(f"--{flag}", type=int, default=None)
@@ -131,6 +139,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0.0 <= args.caption_dropout <= 1.0:
         raise ValueError(f"--caption_dropout must be in [0, 1], got {args.caption_dropout}")
     args.condition_probs = normalize_condition_probs(args.condition_probs)
+    if args.pretrained_transformer:
+        given = [f"--{key}" for key in TRANSFORMER_FLAGS if getattr(args, key) is not None]
+        if args.transformer_config:
+            given.insert(0, "--transformer_config")
+        if given:
+            raise ValueError(f"--pretrained_transformer fixes the architecture; drop {', '.join(given)}")
     first = buckets_from_args(args)[0]
     args.validation_height = args.validation_height or first.height
     args.validation_width = args.validation_width or first.width
@@ -164,10 +178,32 @@ def load_frozen(args: argparse.Namespace, device, dtype):
 
 
 def build_transformer(args: argparse.Namespace, vae, text_encoder) -> DiTVideoTransformer3D:
-    """Defaults, then --transformer_config, then flags; channels and text width follow the VAE and text encoder."""
+    """--pretrained_transformer (checked against the VAE, text encoder and conditioning), or a new one: defaults, then
+    --transformer_config, then flags; channels and text width follow the VAE and text encoder."""
+    conditioned = bool(args.condition_probs[1:].sum() > 0)
+    if args.pretrained_transformer:
+        transformer = load_transformer(args.pretrained_transformer, torch_dtype=torch.float32)
+        config = transformer.config
+        expected = {
+            "in_channels": vae.config.latent_channels,
+            "out_channels": vae.config.latent_channels,
+            "text_dim": text_encoder.config.hidden_size,
+        }
+        wrong = {k: (config[k], v) for k, v in expected.items() if config[k] != v}
+        if wrong:
+            detail = ", ".join(f"{k} {found} (needs {needed})" for k, (found, needed) in wrong.items())
+            raise ValueError(
+                f"--pretrained_transformer {args.pretrained_transformer} does not fit --vae and "
+                f"--text_encoder: {detail}"
+            )
+        if conditioned and not config["per_frame_timesteps"]:
+            raise ValueError(
+                f"--pretrained_transformer {args.pretrained_transformer} has per_frame_timesteps=False: it cannot "
+                "be trained with frame conditioning; give --condition_probs 1 0 0 0 0"
+            )
+        return transformer
     config = {**DEFAULT_TRANSFORMER_CONFIG, **load_json_config(args.transformer_config)}
     config.update({k: getattr(args, k) for k in TRANSFORMER_FLAGS if getattr(args, k) is not None})
-    conditioned = bool(args.condition_probs[1:].sum() > 0)
     if conditioned and tuple(config["patch_size"])[0] != 1:
         raise ValueError("frame conditioning needs a temporal patch of 1 (one timestep per latent frame)")
     config.update(

@@ -284,6 +284,63 @@ def test_dit_trains_from_a_cached_folder_of_videos(vae_run, tmp_path):
     _assert_readable_video(tmp_path / "out" / "validation" / "step-000002_extend.mp4", 64, 32)
 
 
+def _without_architecture_flags(argv: list[str]) -> list[str]:
+    flags = {f"--{key}" for key in train_text_to_video.TRANSFORMER_FLAGS}
+    return [a for i, a in enumerate(argv) if a not in flags and (i == 0 or argv[i - 1] not in flags)]
+
+
+def test_dit_trains_on_from_a_pretrained_transformer(dit_run, tmp_path):
+    """--pretrained_transformer (a pipeline folder): the run starts from its weights, not a new model. With lr 0 the
+    result is the pretrained transformer itself; with lr > 0 it moves away from it, same architecture."""
+    out, _, argv = dit_run
+    argv = _without_architecture_flags([a for a in argv if a != str(out)])
+    argv = [*argv, "--pretrained_transformer", str(out), "--validation_steps", "0", "--checkpointing_steps", "100"]
+    argv[argv.index("--max_train_steps") + 1] = "2"
+    argv.remove("--output_dir")
+    before = DiTVideoTransformer3D.from_pretrained(out, subfolder="transformer")
+    architecture = {k: v for k, v in before.config.items() if not k.startswith("_")}
+
+    run(train_text_to_video.main, [*argv, "--output_dir", str(tmp_path / "lr0"), "--learning_rate", "0"])
+    kept = DiTVideoTransformer3D.from_pretrained(tmp_path / "lr0", subfolder="transformer")
+    assert {k: kept.config[k] for k in architecture} == architecture
+    for key, value in before.state_dict().items():
+        torch.testing.assert_close(kept.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+    run(train_text_to_video.main, [*argv, "--output_dir", str(tmp_path / "lr"), "--learning_rate", "1e-2"])
+    moved = DiTVideoTransformer3D.from_pretrained(tmp_path / "lr", subfolder="transformer")
+    assert {k: moved.config[k] for k in architecture} == architecture
+    changed = [k for k, v in before.state_dict().items() if not torch.allclose(moved.state_dict()[k], v, atol=1e-6)]
+    assert len(changed) > len(before.state_dict()) // 2, f"{len(changed)} tensors changed"
+
+
+def test_pretrained_transformer_that_does_not_fit_the_vae_is_refused(vae_run, tmp_path):
+    other = DiTVideoTransformer3D(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, ffn_dim=48, num_layers=1, freq_dim=32,
+        in_channels=8, out_channels=8, text_dim=384, per_frame_timesteps=True,
+    )  # fmt: skip
+    other.save_pretrained(tmp_path / "dit8")
+    argv = _without_architecture_flags([*COMMON_FLAGS, *DIT_FLAGS, "--vae", str(vae_run[0])])
+    argv += ["--output_dir", str(tmp_path / "out"), "--pretrained_transformer", str(tmp_path / "dit8")]
+    message = r"does not fit --vae and --text_encoder: in_channels 8 \(needs 4\), out_channels 8 \(needs 4\)$"
+    with pytest.raises(ValueError, match=message):
+        run(train_text_to_video.main, argv)
+    assert not (tmp_path / "out" / "checkpoint-1").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--num_layers", "2"], "--pretrained_transformer fixes the architecture; drop --num_layers"),
+        (["--transformer_config", "c.json", "--patch_size", "1", "2", "2"],
+         "--pretrained_transformer fixes the architecture; drop --transformer_config, --patch_size"),
+    ],
+)  # fmt: skip
+def test_pretrained_transformer_refuses_architecture_flags(flags, message, tmp_path):
+    argv = [*COMMON_FLAGS, "--vae", "v", "--output_dir", str(tmp_path), "--pretrained_transformer", "p", *flags]
+    with pytest.raises(ValueError, match=message):
+        train_text_to_video.parse_args(argv)
+
+
 def test_push_to_hub_fails_early_with_a_message(vae_run, tmp_path, monkeypatch):
     import huggingface_hub
 
