@@ -27,7 +27,8 @@ from ..conftest import perturb_
 
 
 PARITY_RTOL = 2e-5
-SAME_KERNELS_RTOL = 1e-6
+SAME_KERNELS_RTOL = 5e-6  # oneDNN off: 0 for three shapes; 3.6e-6 for the decode of (1, 9, 8, 56) on an AVX-512
+# AMD EPYC (its 1-latent-high maps take another BLAS blocking; 1e-6 held on the earlier machines' CPU)
 WAN_TINY_CONFIG = dict(
     base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True]
 )
