@@ -106,6 +106,19 @@ def check_args(args: argparse.Namespace) -> None:
         )
 
 
+def refuse_architecture_flags(args: argparse.Namespace, pretrained: str, config: str, keys) -> None:
+    """With --`pretrained` given, the model's architecture comes from it: --`config` and the flags `keys` are refused.
+
+    Raises:
+        ValueError: naming every architecture flag that was given.
+    """
+    if not getattr(args, pretrained):
+        return
+    given = [f"--{key}" for key in (config, *keys) if getattr(args, key) is not None]
+    if given:
+        raise ValueError(f"--{pretrained} fixes the architecture; drop {', '.join(given)}")
+
+
 def load_vae(path: str | Path, **kwargs):
     """A `SpacetimeVAE` from a VAE folder (or Hub id), or from a pipeline folder's `vae/`; `kwargs` to from_pretrained."""
     from sora_diffusers import SpacetimeVAE

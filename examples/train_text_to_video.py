@@ -36,6 +36,7 @@ from _common import (  # noqa: E402
     load_transformer,
     load_vae,
     logger,
+    refuse_architecture_flags,
     resume,
     setup_accelerator,
     step_generator,
@@ -139,12 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0.0 <= args.caption_dropout <= 1.0:
         raise ValueError(f"--caption_dropout must be in [0, 1], got {args.caption_dropout}")
     args.condition_probs = normalize_condition_probs(args.condition_probs)
-    if args.pretrained_transformer:
-        given = [f"--{key}" for key in TRANSFORMER_FLAGS if getattr(args, key) is not None]
-        if args.transformer_config:
-            given.insert(0, "--transformer_config")
-        if given:
-            raise ValueError(f"--pretrained_transformer fixes the architecture; drop {', '.join(given)}")
+    refuse_architecture_flags(args, "pretrained_transformer", "transformer_config", TRANSFORMER_FLAGS)
     first = buckets_from_args(args)[0]
     args.validation_height = args.validation_height or first.height
     args.validation_width = args.validation_width or first.width

@@ -34,6 +34,7 @@ from _common import (  # noqa: E402
     load_json_config,
     load_vae,
     logger,
+    refuse_architecture_flags,
     resume,
     setup_accelerator,
     step_generator,
@@ -120,12 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError(f"--image_prob must be in [0, 1], got {args.image_prob}")
     if args.train_decoder_only and not args.pretrained_vae:
         raise ValueError("--train_decoder_only needs --pretrained_vae (the encoder to keep)")
-    if args.pretrained_vae:
-        given = [f"--{key}" for key in ARCHITECTURE_KEYS if getattr(args, key) is not None]
-        if args.vae_config:
-            given.insert(0, "--vae_config")
-        if given:
-            raise ValueError(f"--pretrained_vae fixes the architecture; drop {', '.join(given)}")
+    refuse_architecture_flags(args, "pretrained_vae", "vae_config", ARCHITECTURE_KEYS)
     return args
 
 
