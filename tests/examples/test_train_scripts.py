@@ -178,8 +178,10 @@ def test_vae_decoder_fine_tune_keeps_the_encoder_and_its_latent_statistics(vae_r
     pretrained = SpacetimeVAE.from_pretrained(vae_run[0])
     out = tmp_path / "decoder"
     argv = [*COMMON_FLAGS, *FINE_TUNE_FLAGS, "--output_dir", str(out), "--max_train_steps", "2"]
-    run(train_vae.main, [*argv, "--pretrained_vae", str(vae_run[0]), "--train_decoder_only"])
+    run(train_vae.main, [*argv, "--pretrained_vae", str(vae_run[0]), "--train_decoder_only", "--gradient_weight", "1"])
     tuned = SpacetimeVAE.from_pretrained(out)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged and all(row["gradient"] > 0 for row in logged if "loss" in row)  # the edge term is trained on
 
     assert tuned.config.latents_mean == pretrained.config.latents_mean
     assert tuned.config.latents_std == pretrained.config.latents_std
@@ -518,6 +520,21 @@ def test_random_crop_windows_stay_inside_the_frame_and_are_seeded():
     assert torch.equal(crops[0], video[..., top : top + 32, left : left + 32])
     assert train_vae.random_crop(video, 128, np.random.default_rng(0)).shape == video.shape  # larger than the frame
     assert train_vae.random_crop(video, None, np.random.default_rng(0)) is video
+
+
+def test_gradient_difference_scores_edges_not_offsets():
+    """--gradient_weight's term: 0 for a reconstruction off by a constant; for a step edge blurred over 3 pixel gaps,
+    the mean L1 distance between the two images' gradients, which is larger than the reconstruction's own L1."""
+    target = torch.zeros(1, 1, 1, 4, 8)
+    target[..., 4:] = 1.0  # a vertical edge: one horizontal step of 1 per row
+    assert train_vae.gradient_difference(torch.full_like(target, 0.3)).item() == 0.0  # error = recon - target
+
+    blurred = target.clone()
+    blurred[..., 3], blurred[..., 4] = 1 / 3, 2 / 3  # the step spread over 3 pixel gaps of 1/3 each
+    # horizontal gradients per row: target (0, 0, 0, 1, 0, 0, 0), blurred (0, 0, 1/3, 1/3, 1/3, 0, 0): 4/3 over 7 gaps
+    expected = (4 / 3) / 7
+    assert abs(train_vae.gradient_difference(blurred - target).item() - expected) < 1e-6
+    assert (blurred - target).abs().mean().item() < expected  # L1 sees the blur less than the gradient term does
 
 
 def test_vae_init_passes_the_input_to_the_latents_and_starts_with_a_narrow_posterior():
