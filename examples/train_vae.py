@@ -184,7 +184,9 @@ def cut_to_images(video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor
 def gradient_difference(error: torch.Tensor) -> torch.Tensor:
     """Mean |horizontal| + mean |vertical| pixel gradient of `error = recon - target` (..., H, W): the L1 distance
     between the two videos' gradients, as gradients are linear. Zero for a reconstruction off by a constant."""
-    return (error[..., :, 1:] - error[..., :, :-1]).abs().mean() + (error[..., 1:, :] - error[..., :-1, :]).abs().mean()
+    horizontal = error[..., :, 1:] - error[..., :, :-1]
+    vertical = error[..., 1:, :] - error[..., :-1, :]
+    return horizontal.abs().mean() + vertical.abs().mean()
 
 
 def psnr(mse: torch.Tensor) -> torch.Tensor:
