@@ -18,10 +18,11 @@ from sora_diffusers import (
     SoraImageToVideoPipeline,
     SoraPipeline,
     SoraPipelineOutput,
+    SpacetimeVAE,
 )
 
 from ..conftest import TINY_TRANSFORMER_CONFIG
-from .conftest import HEIGHT, WIDTH, ForwardRecorder, random_clip, seed, tiny_transformer
+from .conftest import HEIGHT, TINY_VAE_CONFIG, WIDTH, ForwardRecorder, random_clip, seed, tiny_transformer
 
 
 STEPS = 2
@@ -86,6 +87,18 @@ def test_default_sizes_come_from_the_config(components):
     pipe = SoraPipeline(**components, default_height=16, default_width=32, default_num_frames=5)
     pipe.set_progress_bar_config(disable=True)
     assert run(pipe).shape == (1, 5, 3, 16, 32)
+
+
+def test_a_vae_assigned_later_sets_the_latent_size(make_pipe, record_transformer):
+    """`pipe.vae = other` with another compression: the latents follow the new VAE, so the video keeps its size."""
+    pipe = make_pipe()
+    pipe.vae = SpacetimeVAE(**{**TINY_VAE_CONFIG, "patch_size": 2}).eval()  # 16x space instead of 8x
+
+    video = run(pipe, height=32, width=64, num_frames=9)  # multiples of 32: 16x VAE times the DiT's patch 2
+
+    assert (pipe.vae_scale_factor_spatial, pipe.video_processor.config.vae_scale_factor) == (16, 16)
+    assert video.shape == (1, 9, 3, 32, 64)
+    assert record_transformer.calls[0][0][0].shape[-2:] == (2, 4)
 
 
 # ---- determinism and guidance ---------------------------------------------------------------------------------------

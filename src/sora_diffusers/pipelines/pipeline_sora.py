@@ -78,9 +78,24 @@ class SoraPipeline(DiffusionPipeline):
         self.register_to_config(
             default_height=default_height, default_width=default_width, default_num_frames=default_num_frames
         )
-        self.vae_scale_factor_temporal = _vae_ratio(vae, "temporal")
-        self.vae_scale_factor_spatial = _vae_ratio(vae, "spatial")
-        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
+        self._video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
+
+    # Read from the VAE at each use (diffusers' pipelines store them once in __init__): a VAE of another compression
+    # assigned with `pipe.vae = ...` then gives the requested size, not latents sized for the old VAE.
+    @property
+    def vae_scale_factor_temporal(self) -> int:
+        return _vae_ratio(self.vae, "temporal")
+
+    @property
+    def vae_scale_factor_spatial(self) -> int:
+        return _vae_ratio(self.vae, "spatial")
+
+    @property
+    def video_processor(self) -> VideoProcessor:
+        """diffusers' `VideoProcessor`, rebuilt when the VAE's spatial compression (its resize multiple) changes."""
+        if self._video_processor.config.vae_scale_factor != self.vae_scale_factor_spatial:
+            self._video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
+        return self._video_processor
 
     @classmethod
     def from_default_model(cls, dtype: torch.dtype = torch.float32, **kwargs):
