@@ -300,9 +300,9 @@ def main(argv: list[str] | None = None) -> dict:
         loss = args.l1_weight * error.abs().mean() + args.mse_weight * mse + args.kl_weight * kl
         logs = {"mse": mse, "kl": kl.detach(), "psnr": psnr(mse.detach())}
         if args.gradient_weight:
-            logs["gradient"] = gradient_difference(error)
-            loss = loss + args.gradient_weight * logs["gradient"]
-            logs["gradient"] = logs["gradient"].detach()
+            gradient = gradient_difference(error)
+            loss = loss + args.gradient_weight * gradient
+            logs["gradient"] = gradient.detach()
         return {"loss": loss, **logs}
 
     # 4. Validation: original | reconstruction side by side, one mp4 per clip
