@@ -18,6 +18,7 @@ import torch
 
 from sora_diffusers import DiTVideoTransformer3D
 from sora_diffusers.default_model import default_model_path
+from sora_diffusers.training import add_noise, flow_matching_loss, flow_target, sigmas_to_timesteps
 
 
 GRIDS = {"16x space (shipped VAE)": (9, 16, 16), "8x space": (9, 32, 32)}  # latent (frames, height, width)
@@ -36,13 +37,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def train_step(model, optimizer, latents: torch.Tensor, text: torch.Tensor) -> None:
-    batch = latents.shape[0]
-    sigmas = torch.rand(batch, device=latents.device)
+    """The training script's step without conditioning: noise, predict the velocity, loss, backward, AdamW."""
+    sigmas = torch.rand(latents.shape[0], device=latents.device)
     noise = torch.randn_like(latents)
-    noisy = (1 - sigmas.view(-1, 1, 1, 1, 1)) * latents + sigmas.view(-1, 1, 1, 1, 1) * noise
-    pred = model(noisy, timestep=sigmas * 1000, encoder_hidden_states=text).sample
-    loss = (pred.float() - (noise - latents)).square().mean()
-    loss.backward()
+    pred = model(add_noise(latents, noise, sigmas), sigmas_to_timesteps(sigmas), text).sample
+    flow_matching_loss(pred, flow_target(latents, noise)).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
