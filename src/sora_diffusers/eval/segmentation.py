@@ -58,7 +58,8 @@ NEAR_OCCLUDER_PX = 2  # a blob this close to the occluder may be partly hidden b
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _to_numpy(video) -> np.ndarray:
+def to_numpy(video) -> np.ndarray:
+    """A path (mp4/gif), PIL frames, a tensor or an array -> a numpy array as given (no scaling or reshaping)."""
     if isinstance(video, (str, Path)):
         from ..data.video_io import read_video
 
@@ -78,7 +79,7 @@ def as_video_array(video, max_side: int | None = ANALYSIS_MAX_SIDE) -> np.ndarra
     any value is below -0.01, as [0, 1] when all are at most 1, and as [0, 255] otherwise. With `max_side`, frames are
     box-downsampled by the smallest integer factor that brings the longer side to at most `max_side`.
     """
-    array = _to_numpy(video)
+    array = to_numpy(video)
     if array.ndim == 5 and array.shape[0] == 1:
         array = array[0]
     if array.ndim == 3 and array.shape[-1] in (3, 4):
@@ -175,7 +176,7 @@ def occluder_mask(classes: np.ndarray) -> np.ndarray:
     the frame.
     """
     grey = (classes == OCCLUDER_CLASS).mean(axis=0) >= OCCLUDER_MIN_FRAMES
-    opened = _dilate(_erode(grey)) & grey
+    opened = dilate(erode(grey)) & grey
     return opened if opened.mean() >= MIN_OCCLUDER_AREA else np.zeros_like(opened)
 
 
@@ -253,7 +254,7 @@ def find_blobs(classes: np.ndarray, occluder: np.ndarray) -> tuple[list[list[Blo
     keep &= (purity >= MIN_COLOR_PURITY) & (box_fill >= MIN_BOX_FILL)
     near_occluder = occluder
     for _ in range(NEAR_OCCLUDER_PX):
-        near_occluder = _dilate(near_occluder)
+        near_occluder = dilate(near_occluder)
     for i in np.flatnonzero(keep):
         box = (int(x0[i]), int(y0[i]), int(x1[i]), int(y1[i]))
         on_border = box[0] == 0 or box[1] == 0 or box[2] == width or box[3] == height
@@ -277,12 +278,12 @@ def find_blobs(classes: np.ndarray, occluder: np.ndarray) -> tuple[list[list[Blo
     return blobs, labels
 
 
-def _erode(mask: np.ndarray) -> np.ndarray:
+def erode(mask: np.ndarray) -> np.ndarray:
     """One-pixel 4-neighbour erosion of the last two axes (pixels outside the array count as set)."""
-    return ~_dilate(~mask)
+    return ~dilate(~mask)
 
 
-def _dilate(mask: np.ndarray) -> np.ndarray:
+def dilate(mask: np.ndarray) -> np.ndarray:
     """One-pixel 4-neighbour dilation of the last two axes."""
     out = mask.copy()
     out[..., 1:, :] |= mask[..., :-1, :]
@@ -324,7 +325,7 @@ def blob_coverage(
         direction = np.asarray(color, dtype=np.float32) - background[y0:y1, x0:x1]  # (h, w, 3)
     coverage = (pixels * direction).sum(-1) / np.maximum((direction**2).sum(-1), 1e-6)
     for _ in range(rim):
-        member = _dilate(member)
+        member = dilate(member)
     return np.where(member, np.clip(coverage, 0.0, 1.0), 0.0)
 
 

@@ -9,14 +9,18 @@ The rules, in the order `evaluate_clip` applies them:
   colour with the largest summed area. `color_correct`: the asked colour is detected (so the second object of a
   two-object clip can be asked for). The *target* object is the asked colour's largest blob in each frame, or the
   dominant colour's when no colour is asked for or the asked one is missing.
-* **Shape.** On frames where the target touches neither the frame border nor the occluder, the medians of the
-  3- and 4-fold angular harmonic strengths of its coverage (`segmentation.angular_harmonic`; rotation-invariant,
-  unlike a bounding box): at least `TRIANGLE_MIN_H3` (0.25) of 3-fold symmetry is a triangle, else at least
-  `SQUARE_MIN_H4` (0.14) of 4-fold symmetry is a square, else a circle. Measured on rendered clips with a short side
-  of 64 px or more, mp4 included: triangles h3 0.48-0.56, squares h4 0.22-0.29, circles both below 0.04. At a short
-  side of 32 px (6 px objects) after mp4 the tails overlap (circles' h4 up to 0.13, squares' down to 0.08). The fill
-  ratio of the smallest rotated bounding rectangle (`min_rect_fill`: square ~1, circle ~pi/4, triangle ~0.5, but
-  0.83-0.94 for squares at odd angles on a pixel grid) is reported as `shape_fill`, not used.
+* **Shape** (strict, `shape_fit`): on every frame where the target is whole (touching neither the frame border nor
+  the occluder) and at least `shape_fit.MIN_SHAPE_PIXELS` big (at most `MAX_SHAPE_FRAMES` of them, evenly spaced), its half-maximum mask is fitted with an ideal circle,
+  square and triangle (any position, scale and rotation); the frame reads as the kind that fits best with an IoU of
+  at least `shape_fit.MIN_SHAPE_IOU` (0.90), or as no shape. Masks are taken at up to `SHAPE_MAX_SIDE` pixels (finer
+  than the analysis frames). `shape_correct`: at least `MIN_SHAPE_FRAMES` (80%) of the judged frames read as the
+  asked shape, so an object that morphs, or a blob that is no shape, fails. `shape_stable`: some one shape is read in
+  80% of them. No judged frame: the shape is wrong (`predicted_shape` None).
+* **Shape, lenient** (the figures before 2026-12, kept for comparison as `predicted_shape_lenient` /
+  `shape_correct_lenient`): the medians, over the whole observations, of the 3- and 4-fold angular harmonic
+  strengths of the target's coverage (`segmentation.angular_harmonic`): at least `TRIANGLE_MIN_H3` (0.25) of 3-fold
+  symmetry is a triangle, else at least `SQUARE_MIN_H4` (0.14) of 4-fold symmetry is a square, else a circle. It
+  calls a heart, an ellipse or a rounded lump a circle or a square, which is why it is no longer the score.
 * **Motion**, first rule that holds: "bounce" when the centroid reverses along x or y with at least
   `BOUNCE_MIN_LEG` of travel on both sides of the turn (turns smaller than `BOUNCE_HYSTERESIS` are jitter); a
   compass direction (8 sectors of 45 degrees, y up) when the least-squares centroid displacement over the clip is at
@@ -45,8 +49,10 @@ import numpy as np
 
 from ..data.shapes import COLORS, MOTIONS, PALETTE, SHAPES
 from .segmentation import (
+    ANALYSIS_MAX_SIDE,
     COVERAGE_THRESHOLD,
     Blob,
+    dilate,
     angular_harmonic,
     as_video_array,
     blob_coverage,
@@ -55,12 +61,17 @@ from .segmentation import (
     find_blobs,
     min_rect_fill,
     occluder_mask,
+    to_numpy,
 )
+from .shape_fit import object_mask, read_shape
 
 
 MIN_TRACK_FRAMES = 0.25
 MIN_TRACK_AREA_SHARE = 0.02
 
+SHAPE_MAX_SIDE = 256  # strict shape masks are taken on frames box-downsampled to at most this long side
+MIN_SHAPE_FRAMES = 0.8  # share of the judged frames that must read as the asked shape
+MAX_SHAPE_FRAMES = 17  # at most this many whole frames are judged, evenly spaced (each costs a fit)
 TRIANGLE_MIN_H3 = 0.25
 SQUARE_MIN_H4 = 0.14
 MIN_ORIENTATION_STRENGTH = 0.1
@@ -175,6 +186,59 @@ def _clean(track: list[Blob | None]) -> list[Blob]:
     seen = [blob for blob in track if blob is not None]
     clean = [blob for blob in seen if not (blob.touches_border or blob.touches_occluder)]
     return clean or seen
+
+
+def _shape_crop(blob: Blob, labels: np.ndarray, scale: float, height: int, width: int) -> tuple:
+    """The blob's box on the shape frames (`scale` shape pixels per analysis pixel, plus a margin) and its gate.
+
+    The gate is the blob's component dilated by one analysis pixel and mapped to the shape pixels: the mask may not
+    reach another object of the same colour.
+    """
+    margin = int(math.ceil(scale)) + 1
+    x0, y0 = max(int(blob.bbox[0] * scale) - margin, 0), max(int(blob.bbox[1] * scale) - margin, 0)
+    x1, y1 = (
+        min(int(math.ceil(blob.bbox[2] * scale)) + margin, width),
+        min(int(math.ceil(blob.bbox[3] * scale)) + margin, height),
+    )
+    member = dilate(labels[blob.frame] == blob.label)  # (h_a, w_a)
+    rows = np.minimum(((np.arange(y0, y1) + 0.5) / scale).astype(int), member.shape[0] - 1)
+    cols = np.minimum(((np.arange(x0, x1) + 0.5) / scale).astype(int), member.shape[1] - 1)
+    return (x0, y0, x1, y1), member[rows][:, cols]
+
+
+def strict_shape_reads(
+    track: list[Blob | None], labels: np.ndarray, shape_frames: np.ndarray, shape_background: np.ndarray, scale: float
+) -> dict[int, tuple[str | None, dict[str, float]]]:
+    """Per judged frame (the whole target, big enough), `shape_fit.read_shape` of its mask on the shape frames."""
+    _, height, width, _ = shape_frames.shape
+    whole = [blob for blob in track if blob is not None and not (blob.touches_border or blob.touches_occluder)]
+    if len(whole) > MAX_SHAPE_FRAMES:  # evenly spaced over the clip: a change of shape still shows
+        whole = [whole[i] for i in np.linspace(0, len(whole) - 1, MAX_SHAPE_FRAMES).round().astype(int)]
+    reads = {}
+    for blob in whole:
+        (x0, y0, x1, y1), gate = _shape_crop(blob, labels, scale, height, width)
+        pixels = shape_frames[blob.frame, y0:y1, x0:x1]
+        mask = object_mask(pixels, shape_background[y0:y1, x0:x1], PALETTE[blob.color], gate)
+        kind, ious = read_shape(mask)
+        if ious:  # else too small to judge
+            reads[blob.frame] = (kind, ious)
+    return reads
+
+
+def summarize_shape_reads(reads: dict[int, tuple[str | None, dict]], shape: str | None) -> dict:
+    """Clip-level strict shape scores from the per-frame reads (see the module docstring)."""
+    kinds = [kind for kind, _ in reads.values()]
+    shares = {kind: kinds.count(kind) / len(kinds) for kind in SHAPES if kind in kinds} if kinds else {}
+    modal = max(shares, key=shares.get) if shares else None
+    stable = bool(shares) and shares[modal] >= MIN_SHAPE_FRAMES
+    return {
+        "predicted_shape": modal,
+        "shape_stable": stable,
+        "shape_correct": None if shape is None else shares.get(shape, 0.0) >= MIN_SHAPE_FRAMES,
+        "shape_frames_judged": len(kinds),
+        "shape_read_shares": {kind: round(share, 4) for kind, share in shares.items()},
+        "shape_iou": round(float(np.median([max(ious.values()) for _, ious in reads.values()])), 4) if reads else None,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -374,8 +438,10 @@ def evaluate_clip(
 
     Returns:
         `dict` with `color_correct`, `shape_correct`, `motion_correct` (`None` when that label was not given),
-        `permanence` in [0, 1], the measurements behind them (`detected_colors`, `dominant_color`,
-        `predicted_shape`, `shape_fill`, `predicted_motion`, `displacement` (x, y in frame sides, y down),
+        `permanence` in [0, 1], `shape_stable`, the measurements behind them (`detected_colors`, `dominant_color`,
+        `predicted_shape` (the shape read most often), `shape_read_shares` (share of judged frames per shape),
+        `shape_frames_judged`, `shape_iou` (median best IoU), `shape_correct_lenient` and `predicted_shape_lenient`
+        (the harmonic reading used before 2026-12), `shape_fill`, `predicted_motion`, `displacement` (x, y in frame sides, y down),
         `area_ratio`, `rotation_deg`), `has_occluder`, `target_frames`, and the optional fidelity scores.
     """
     color, shape, motion = (
@@ -383,7 +449,9 @@ def evaluate_clip(
         normalize_label("shape", shape),
         normalize_label("motion", motion),
     )
-    frames = as_video_array(video)
+    raw = to_numpy(video)
+    frames = as_video_array(raw, max_side=ANALYSIS_MAX_SIDE)
+    shape_frames = as_video_array(raw, max_side=SHAPE_MAX_SIDE)
     num_frames, height, width, _ = frames.shape
     background = estimate_background(frames)
     classes = classify_pixels(frames, background)
@@ -398,13 +466,16 @@ def evaluate_clip(
     track = _target_track(blobs, target)
     features = {b.frame: shape_features(b, frames, background, labels) for b in track if b is not None}
 
-    # 2. Shape
+    # 2. Shape: strict (ideal-shape fits on every whole frame), and the lenient harmonic reading for comparison
+    scale = shape_frames.shape[2] / width  # shape pixels per analysis pixel
+    reads = strict_shape_reads(track, labels, shape_frames, estimate_background(shape_frames), scale)
+    report_shape = summarize_shape_reads(reads, shape)
     clean = [features[blob.frame] for blob in _clean(track)]
     fill = float(np.median([f.fill for f in clean])) if clean else None
     h3, h4 = (
         (float(np.median([f.h3 for f in clean])), float(np.median([f.h4 for f in clean]))) if clean else (None, None)
     )
-    predicted_shape = classify_shape(h3, h4) if clean else None
+    lenient_shape = classify_shape(h3, h4) if clean else None
 
     # 3. Motion and 4. permanence
     report_motion = measure_motion(track, features, float(min(height, width)))
@@ -415,12 +486,14 @@ def evaluate_clip(
         "shape": shape,
         "motion": motion,
         "color_correct": None if color is None else color in detected,
-        "shape_correct": None if shape is None else predicted_shape == shape,
+        "shape_correct": report_shape.pop("shape_correct"),
         "motion_correct": None if motion is None else report_motion["predicted_motion"] == motion,
         "permanence": round(permanence, 4),
         "detected_colors": detected,
         "dominant_color": dominant,
-        "predicted_shape": predicted_shape,
+        **report_shape,
+        "shape_correct_lenient": None if shape is None else lenient_shape == shape,
+        "predicted_shape_lenient": lenient_shape,
         "shape_fill": None if fill is None else round(fill, 4),
         "shape_harmonics": None if h3 is None else [round(h3, 4), round(h4, 4)],
         **report_motion,
@@ -456,7 +529,8 @@ def evaluate_many(
 
     Returns:
         `dict` with `color_accuracy`, `shape_accuracy`, `motion_accuracy` (over the clips that gave that label; `None`
-        when none did), `permanence` (mean), `first_frame_psnr` and `seam_continuity` (means, when given),
+        when none did), `shape_stability` (share of clips whose shape is stable), `shape_accuracy_lenient` (the
+        reading used before 2026-12), `permanence` (mean), `first_frame_psnr` and `seam_continuity` (means, when given),
         `num_clips`, and the per-clip `reports`.
     """
     labels = labels if labels is not None else [{}] * len(videos)
@@ -472,6 +546,8 @@ def evaluate_many(
         "num_clips": len(reports),
         "color_accuracy": _mean([r["color_correct"] for r in reports]),
         "shape_accuracy": _mean([r["shape_correct"] for r in reports]),
+        "shape_stability": _mean([r["shape_stable"] for r in reports]),
+        "shape_accuracy_lenient": _mean([r["shape_correct_lenient"] for r in reports]),
         "motion_accuracy": _mean([r["motion_correct"] for r in reports]),
         "permanence": _mean([r["permanence"] for r in reports]),
     }
