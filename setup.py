@@ -36,7 +36,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"sora_diffusers.default_model": ["*.json", "*/*"]},
+    package_data={"sora_diffusers.default_model": ["*.json", "*.md", "*/*"]},
     entry_points={"console_scripts": ["sora-diffusers = sora_diffusers.cli:main"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,

