@@ -28,7 +28,8 @@ from sora_diffusers.default_model import default_model_path  # noqa: E402
 from sora_diffusers.eval import evaluate_clip  # noqa: E402
 
 
-SCORES = ("color_correct", "shape_correct", "motion_correct", "permanence")
+# The strict shape reading beside the lenient one used before 2026-12, so earlier figures stay comparable.
+SCORES = ("color_correct", "shape_correct", "shape_correct_lenient", "shape_stable", "motion_correct", "permanence")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -189,3 +189,39 @@ def canonical_caption(color: str, shape: str, motion: str, background: str = "bl
     """The one fixed phrasing of a label, for evaluation prompts: "a red circle moves to the right on a black background"."""
     phrase = MOTION_PHRASES[motion][0].format(turn="clockwise")
     return f"{_with_article(f'{color} {shape}')} {phrase} on a {background} background"
+
+
+# Words no caption uses, for prompts that test whether a model learned the concepts rather than the caption grammar
+# (`held_out_caption`). `tests/data/test_captions.py` checks that none of them appears in any caption.
+HELD_OUT_COLOR_WORDS: dict[str, str] = {
+    "red": "scarlet",
+    "green": "emerald",
+    "blue": "azure",
+    "yellow": "lemon-coloured",
+    "cyan": "turquoise",
+    "magenta": "fuchsia",
+    "orange": "tangerine",
+    "white": "snow-white",
+}
+HELD_OUT_SHAPE_WORDS: dict[str, str] = {"circle": "orb", "square": "four-cornered slab", "triangle": "wedge"}
+HELD_OUT_MOTION_PHRASES: dict[str, str] = {
+    "right": "heads east",
+    "left": "heads west",
+    "up": "climbs skyward",
+    "down": "descends earthward",
+    "up-right": "heads north-east",
+    "up-left": "heads north-west",
+    "down-right": "heads south-east",
+    "down-left": "heads south-west",
+    "bounce": "rebounds off each wall",
+    "grow": "inflates",
+    "shrink": "deflates",
+    "rotate": "twirls on its axis",
+    "still": "holds stationary",
+}
+
+
+def held_out_caption(color: str, shape: str, motion: str, background: str = "black") -> str:
+    """A label phrased in words no training caption uses: "a scarlet orb heads east on a black background"."""
+    words = f"{HELD_OUT_COLOR_WORDS[color]} {HELD_OUT_SHAPE_WORDS[shape]}"
+    return f"{_with_article(words)} {HELD_OUT_MOTION_PHRASES[motion]} on a {background} background"
