@@ -184,6 +184,24 @@ def test_original_wan_trainer_keys_match_wan(pipe, lora, tmp_path, prefix):
     _assert_parity(_run(pipe.transformer), lora["out"])
 
 
+def test_musubi_tuner_keys_match_wan(pipe, wan):
+    """musubi-tuner names modules `lora_unet_blocks_0_self_attn_q` and covers attention and feed-forward."""
+    wan_lora = _wan_with_lora(wan[0], [*ATTENTION, "ffn.net.0.proj", "ffn.net.2"], seed=4)
+    to_original = {ours: theirs for theirs, ours in WAN_TRANSFORMER_BLOCK_RENAMES.items()}
+    musubi = {}
+    for key, value in get_peft_model_state_dict(wan_lora).items():
+        module, factor, _ = key.rsplit(".", 2)
+        _, block, name = module.split(".", 2)
+        original = f"lora_unet_blocks_{block}_{to_original[name].replace('.', '_')}"
+        musubi[f"{original}.{'lora_down' if factor == 'lora_A' else 'lora_up'}.weight"] = value
+        musubi[f"{original}.alpha"] = torch.tensor(float(ALPHA))
+    assert "lora_unet_blocks_1_ffn_2.lora_up.weight" in musubi
+
+    pipe.load_lora_weights(musubi)
+
+    _assert_parity(_run(pipe.transformer), _run(wan_lora))
+
+
 # ---- save / load ----------------------------------------------------------------------------------------------------
 
 
