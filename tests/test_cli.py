@@ -11,7 +11,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from sora_diffusers import DiTVideoTransformer3D, SoraFlowMatchScheduler, SoraPipeline, SpacetimeVAE, default_model
-from sora_diffusers.cli import main
+from sora_diffusers.cli import build_parser, main
 from sora_diffusers.utils.export import export_to_image, export_to_video, load_metadata, load_video_frames
 
 from .conftest import TINY_TRANSFORMER_CONFIG
@@ -234,3 +234,113 @@ def test_default_model_path_is_the_package_folder_once_a_model_is_there(tmp_path
 
     (tmp_path / "model_index.json").write_text("{}")
     assert default_model.default_model_path() == str(tmp_path)
+
+
+# ---- --lora ---------------------------------------------------------------------------------------------------------
+
+LORA_RUN = ["--steps", "2", "--seed", "0", "--num-frames", "5", "--height", "64", "--width", "64"]
+
+
+@pytest.fixture(scope="module")
+def default_model_lora(tmp_path_factory) -> str:
+    """A rank-4 LoRA with random (not zero) factors on the embedded model's transformer, saved in diffusers' format."""
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    transformer = DiTVideoTransformer3D.from_pretrained(default_model.default_model_path(), subfolder="transformer")
+    torch.manual_seed(0)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False))
+    path = tmp_path_factory.mktemp("lora")
+    SoraPipeline.save_lora_weights(path, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    return str(path / "pytorch_lora_weights.safetensors")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_lora_option_on_the_default_model(default_model_lora, tmp_path):
+    outputs = {"base": [], "lora": ["--lora", default_model_lora], "off": ["--lora", f"{default_model_lora}:0"]}
+    frames = {}
+    for name, options in outputs.items():
+        output = tmp_path / f"{name}.mp4"
+        assert main(["generate", "a red circle moving right", "-o", str(output), *LORA_RUN, *options]) == 0
+        frames[name] = load_video_frames(output).astype(np.float32)
+
+    assert frames["base"].shape == (5, 64, 64, 3)
+    assert np.abs(frames["lora"] - frames["base"]).mean() > 1.0  # mean change in 0..255 levels
+    np.testing.assert_array_equal(frames["off"], frames["base"])
+    assert load_metadata(tmp_path / "off.mp4")["lora"] == [f"{default_model_lora}:0.0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_lora(model_dir, tmp_path_factory) -> str:
+    """A random rank-4 LoRA for the tiny model's transformer."""
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    transformer = DiTVideoTransformer3D.from_pretrained(model_dir, subfolder="transformer")
+    torch.manual_seed(0)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False))
+    path = tmp_path_factory.mktemp("tiny_lora")
+    SoraPipeline.save_lora_weights(path, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    return str(path)
+
+
+def test_several_loras_add_up(model_dir, tiny_model_lora, tmp_path):
+    """--lora is repeatable: the same LoRA twice at 0.5 acts as it does once at 1."""
+    runs = {"base": [], "once": [tiny_model_lora], "halves": [f"{tiny_model_lora}:0.5", f"{tiny_model_lora}:0.5"]}
+    frames = {}
+    for name, loras in runs.items():
+        assert _generate(model_dir, tmp_path / f"{name}.png", *[f"--lora={lora}" for lora in loras]) == 0
+        frames[name] = np.asarray(PIL.Image.open(tmp_path / f"{name}.png"), dtype=np.float32)
+
+    change = np.abs(frames["once"] - frames["base"]).max()
+    assert change > 2  # 0..255 levels
+    assert np.abs(frames["halves"] - frames["once"]).max() <= 1  # float rounding may move a level
+    assert load_metadata(tmp_path / "halves.png")["lora"] == [f"{tiny_model_lora}:0.5"] * 2
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("style.safetensors", ("style.safetensors", 1.0)),
+        ("style.safetensors:0.8", ("style.safetensors", 0.8)),
+        ("owner/name:-0.5", ("owner/name", -0.5)),
+        ("/loras/a.safetensors:1e-1", ("/loras/a.safetensors", 0.1)),
+        ("C:\\loras\\a.safetensors", ("C:\\loras\\a.safetensors", 1.0)),
+        ("C:\\loras\\a.safetensors:2", ("C:\\loras\\a.safetensors", 2.0)),
+        ("C:/loras/a.safetensors", ("C:/loras/a.safetensors", 1.0)),
+    ],
+)
+def test_lora_path_and_scale(text, expected):
+    assert build_parser().parse_args(["generate", "p", "-o", "v.mp4", "--lora", text]).lora == [expected]
+
+
+@pytest.mark.parametrize(
+    "lora, message",
+    [
+        ("{lora}:strong", "argument --lora: SCALE must be a number, as in PATH:0.8; got 'strong'"),
+        ("{lora}:", "argument --lora: SCALE must be a number"),
+        ("{lora}:nan", "argument --lora: SCALE must be a number"),
+        ("{tmp}/missing.safetensors", "--lora: no such file or folder"),
+        ("missing.safetensors:0.5", "--lora: no such file or folder: missing.safetensors"),
+    ],
+)
+def test_lora_errors_exit_2_before_loading(model_dir, default_model_lora, tmp_path, capsys, no_loading, lora, message):
+    argv = ["generate", "a red circle", "--model", model_dir, "-o", str(tmp_path / "video.mp4")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--lora", lora.format(lora=default_model_lora, tmp=tmp_path)])
+
+    assert exit_info.value.code == 2
+    error_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error_line.startswith("sora-diffusers generate: error: ") and message in error_line, error_line
+
+
+def test_lora_for_another_model_exits_2_naming_the_keys(model_dir, default_model_lora, tmp_path, capsys):
+    """The embedded model's LoRA (width 256) on the tiny model (width 24)."""
+    with pytest.raises(SystemExit) as exit_info:
+        _generate(model_dir, tmp_path / "video.mp4", "--lora", default_model_lora)
+
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--lora: cannot load" in error and "does not fit DiTVideoTransformer3D" in error
+    assert "transformer.blocks.0.attn1.to_q.lora_A.weight: (4, 256), layer blocks.0.attn1.to_q needs (r, 24)" in error
+    assert not (tmp_path / "video.mp4").exists()

@@ -5,6 +5,7 @@
     sora-diffusers generate "it keeps going" --video clip.mp4 --mode extend-forward -o longer.mp4
     sora-diffusers generate "from one to the other" --connect a.mp4 b.mp4 -o joined.mp4
     sora-diffusers generate "a blue square" -o square.png              # one frame: an image
+    sora-diffusers generate "a red circle" --lora style.safetensors:0.8 -o styled.mp4
     sora-diffusers info --model PATH
 
 Every argument is checked, and every input file read, before a model is loaded: mistakes print
@@ -13,6 +14,7 @@ Every argument is checked, and every input file read, before a model is loaded: 
 """
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -89,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--mode", choices=VIDEO_MODES, help="what to do with --video")
     inputs.add_argument("--strength", type=_unit_float, help="--mode edit: how much to change, 0 to 1 (default 0.6)")
 
+    generate.add_argument(
+        "--lora",
+        action="append",
+        type=_lora_spec,
+        metavar="PATH[:SCALE]",
+        help="apply a LoRA (file, folder or Hub repo id) at SCALE (default 1.0); repeat for several",
+    )
+
     hardware = generate.add_argument_group("hardware")
     hardware.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     hardware.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (needs cuda)")
@@ -119,6 +129,8 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     # 2. Load the pipeline of the task
     pipe = _load(pipeline_class, model, parser)
+    if args.lora:
+        _load_loras(pipe, args.lora, parser)
     if args.cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:
@@ -145,6 +157,7 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "pipeline": pipeline_class.__name__,
         "seed": seed,
         "inputs": [path for _, path in _input_files(args)],
+        **({"lora": [f"{path}:{scale}" for path, scale in args.lora]} if args.lora else {}),
         **{name: value for name, value in call_kwargs.items() if isinstance(value, (str, int, float))},
     }
     if Path(args.output).suffix.lower() in IMAGE_SUFFIXES:
@@ -192,6 +205,11 @@ def _check_generate_arguments(args: argparse.Namespace, parser: argparse.Argumen
             parser.error("-o/--output: --image, --video and --connect make videos; write .mp4 or .gif")
         if args.num_frames not in (None, 1):
             parser.error(f"-o/--output: a {suffix} holds one frame but --num-frames is {args.num_frames}")
+    for path, _ in args.lora or []:
+        # Not on disk: a Hub repo id ("name" or "owner/name", read from the cache offline), or a mistyped path.
+        looks_local = path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path or Path(path).is_absolute()
+        if not Path(path).expanduser().exists() and (looks_local or path.endswith((".safetensors", ".bin"))):
+            parser.error(f"--lora: no such file or folder: {path}")
     for option, path in _input_files(args):
         if not Path(path).is_file():
             parser.error(f"{option}: no such file: {path}")
@@ -237,6 +255,17 @@ def _read_video(option: str, path: str, parser: argparse.ArgumentParser) -> list
     except (OSError, ValueError, RuntimeError) as error:
         parser.error(f"{option}: cannot read {path}: {error}")
     return [PIL.Image.fromarray(frame) for frame in frames]
+
+
+def _load_loras(pipe: SoraPipeline, loras: list[tuple[str, float]], parser: argparse.ArgumentParser) -> None:
+    """Load each --lora as its own adapter and activate them all, each at its scale."""
+    names = [f"lora_{i}" for i in range(len(loras))]
+    for name, (path, _) in zip(names, loras):
+        try:
+            pipe.load_lora_weights(path, adapter_name=name)
+        except (OSError, ValueError) as error:  # not found, or a LoRA that does not fit this model
+            parser.error(f"--lora: cannot load {path}: {error}")
+    pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
 
 
 def _with_option_names(message: str) -> str:
@@ -337,3 +366,18 @@ def _non_negative_float(text: str) -> float:
 
 def _unit_float(text: str) -> float:
     return _number(text, float, lambda value: 0 <= value <= 1, "a number from 0 to 1")
+
+
+def _lora_spec(text: str) -> tuple[str, float]:
+    """--lora PATH[:SCALE] -> (PATH, SCALE). A colon of a Windows drive (C:\\loras\\a.safetensors) belongs to PATH;
+    no SCALE means 1.0."""
+    path, colon, scale = text.rpartition(":")
+    if not colon or not path or "/" in scale or "\\" in scale or (len(path) == 1 and path.isalpha()):
+        return text, 1.0
+    try:
+        value = float(scale)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"SCALE must be a number, as in PATH:0.8; got {scale!r} in {text!r}")
+    return path, value

@@ -1,0 +1,4 @@
+from .lora import SoraLoraLoaderMixin
+
+
+__all__ = ["SoraLoraLoaderMixin"]

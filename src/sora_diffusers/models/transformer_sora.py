@@ -5,6 +5,7 @@ With `patch_size=(1, 2, 2)`, `qk_norm=True`, `cross_attn_norm=True` and Wan's si
 `WanTransformer3DModel` (Wan 2.1 T2V) computes; `sora_diffusers.loaders.original_checkpoint` converts the weights.
 """
 
+import functools
 import math
 from typing import Any
 
@@ -83,6 +84,26 @@ class DiTVideoBlock(nn.Module):
         h = modulate(self.norm3(x.float()), c_shift, c_scale).type_as(x)
         x = gated_residual(x.float(), self.ffn(h).float(), c_gate).type_as(x)
         return x.flatten(1, 2)  # (B, S, D)
+
+
+def _apply_lora_scale(forward):
+    """diffusers' `apply_lora_scale("attention_kwargs")` (scale the active LoRA adapters by
+    `attention_kwargs["scale"]` for one call), restoring each adapter's scale exactly afterwards: diffusers resets the
+    scales to 1 after `scale=0`, which silently dropped weights set with `set_adapters(..., adapter_weights=...)`."""
+    scaled_forward = apply_lora_scale("attention_kwargs")(forward)
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        if (kwargs.get("attention_kwargs") or {}).get("scale", 1.0) == 1.0:
+            return scaled_forward(self, *args, **kwargs)
+        saved = [(m.scaling, dict(m.scaling)) for m in self.modules() if isinstance(getattr(m, "scaling", None), dict)]
+        try:
+            return scaled_forward(self, *args, **kwargs)
+        finally:
+            for scaling, values in saved:
+                scaling.update(values)
+
+    return wrapper
 
 
 class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin):
@@ -172,7 +193,7 @@ class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
 
         self.gradient_checkpointing = False
 
-    @apply_lora_scale("attention_kwargs")
+    @_apply_lora_scale
     def forward(
         self,
         hidden_states: torch.Tensor,

@@ -17,6 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..loaders.lora import SoraLoraLoaderMixin
 from ..models.autoencoder_spacetime import SpacetimeVAE
 from ..models.transformer_sora import DiTVideoTransformer3D
 from .conditioning import (
@@ -41,7 +42,7 @@ OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 DEFAULT_MAX_SEQUENCE_LENGTH = 512
 
 
-class SoraPipeline(DiffusionPipeline):
+class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
     r"""
     Text-to-video generation with `DiTVideoTransformer3D` and `SpacetimeVAE`, conditioned on any images or clips.
 
