@@ -54,6 +54,11 @@ def test_generation_canvas(height, width, expected_size, expected_offsets):
     assert canvas.crops_space == (expected_size != (height, width)) and not canvas.trims_frames
 
 
+def test_generation_canvas_with_one_multiple_per_side():
+    canvas = generation_canvas(100, 100, 1, spatial_multiple=(16, 32), temporal_ratio=4)  # e.g. patch (1, 1, 2)
+    assert (canvas.generation_height, canvas.generation_width) == (112, 128)
+
+
 # ---- padding and cropping -------------------------------------------------------------------------------------------
 
 

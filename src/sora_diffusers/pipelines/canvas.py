@@ -111,24 +111,25 @@ def generation_canvas(
     height: int,
     width: int,
     num_frames: int,
-    spatial_multiple: int,
+    spatial_multiple: int | tuple[int, int],
     temporal_ratio: int,
     temporal_patch: int = 1,
 ) -> GenerationCanvas:
     """The smallest canvas the model can generate that covers `height` x `width` x `num_frames`.
 
     Args:
-        spatial_multiple: what both sides must be multiples of (VAE spatial compression times the transformer's
-            spatial patch: 32 for the embedded model, 16 for Wan 2.1).
+        spatial_multiple: what the sides must be multiples of, one for both or (height's, width's): VAE spatial
+            compression times the transformer's spatial patch (32 for the embedded model, 16 for Wan 2.1).
         temporal_ratio, temporal_patch: the VAE's temporal compression and the transformer's temporal patch.
 
     Example: 1920x1080 with a multiple of 32 is generated at 1920x1088 and cropped 4 rows from the top and bottom.
     """
+    multiple_h, multiple_w = (spatial_multiple,) * 2 if isinstance(spatial_multiple, int) else spatial_multiple
     return GenerationCanvas(
         height=height,
         width=width,
         num_frames=num_frames,
-        generation_height=covering_multiple(height, spatial_multiple),
-        generation_width=covering_multiple(width, spatial_multiple),
+        generation_height=covering_multiple(height, multiple_h),
+        generation_width=covering_multiple(width, multiple_w),
         generation_num_frames=covering_num_frames(num_frames, temporal_ratio, temporal_patch),
     )

@@ -276,16 +276,17 @@ class SoraPipeline(DiffusionPipeline):
                     f"{prompt_embeds.shape[0]}."
                 )
         r_t, r_s = self.vae_scale_factor_temporal, self.vae_scale_factor_spatial
-        multiple = r_s * self.transformer.config.patch_size[1]
         for name, value in (("height", height), ("width", width), ("num_frames", num_frames)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
-        for name, value in (("height", height), ("width", width)):
+        for name, value, patch in (("height", height, self.transformer.config.patch_size[1]),
+                                   ("width", width, self.transformer.config.patch_size[2])):  # fmt: skip
+            multiple = r_s * patch
             if strict_size and value % multiple:
                 lower = max(multiple, value // multiple * multiple)
                 raise ValueError(
-                    f"`{name}` must be a positive multiple of {multiple} (VAE x{r_s} times patch "
-                    f"{self.transformer.config.patch_size[1]}), got {value}; nearest valid: {lower} or "
+                    f"`{name}` must be a positive multiple of {multiple} (VAE x{r_s} times patch {patch}), got "
+                    f"{value}; nearest valid: {lower} or "
                     f"{lower + multiple} (or leave `strict_size` off to generate the next valid size and centre-crop "
                     "it)."
                 )
@@ -344,13 +345,12 @@ class SoraPipeline(DiffusionPipeline):
         Example: the embedded model (multiples of 32) generates a 1920x1080 request at 1920x1088.
         """
         patch_t, patch_h, patch_w = self.transformer.config.patch_size
-        if patch_h != patch_w:
-            raise NotImplementedError(f"Non-square spatial patches {patch_h}x{patch_w} are not supported.")
+        r_s = self.vae_scale_factor_spatial
         return generation_canvas(
             height or self.config.default_height,
             width or self.config.default_width,
             num_frames or self.config.default_num_frames,
-            self.vae_scale_factor_spatial * patch_h,
+            (r_s * patch_h, r_s * patch_w),
             self.vae_scale_factor_temporal,
             patch_t,
         )
@@ -410,7 +410,8 @@ class SoraPipeline(DiffusionPipeline):
                 start, frames.shape[2], canvas.generation_num_frames, self.vae_scale_factor_temporal
             )
         except ValueError as error:
-            where = f" (`frame_index` {condition.frame_index} is frame {start})" if condition.frame_index < 0 else ""
+            resolved = condition.frame_index < 0 <= start
+            where = f" (`frame_index` {condition.frame_index} is frame {start})" if resolved else ""
             raise ValueError(f"`conditions[{index}]`{where}: {error}") from error
         clip = canvas.pad_space(frames[:, :, first : first + used])
         return clip, latent_index, video_start, GivenFrames(frames, start, condition.strength)
@@ -622,12 +623,12 @@ class SoraPipeline(DiffusionPipeline):
     def _log_canvas(self, canvas: GenerationCanvas) -> None:
         """Say at info level when a request is generated larger than asked and cut back."""
         if canvas.crops_space:
-            multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
+            r_s, (_, patch_h, patch_w) = self.vae_scale_factor_spatial, self.transformer.config.patch_size
+            multiples = f"{r_s * patch_h}" if patch_h == patch_w else f"{r_s * patch_w} (width) and {r_s * patch_h}"
             logger.info(
                 f"Generating {canvas.generation_width}x{canvas.generation_height} (width x height) and "
                 f"centre-cropping to the requested {canvas.width}x{canvas.height}: this model's sides are multiples "
-                f"of {multiple}. "
-                "Pass `strict_size=True` to refuse such sizes instead."
+                f"of {multiples}. Pass `strict_size=True` to refuse such sizes instead."
             )
         if canvas.trims_frames:
             logger.info(
