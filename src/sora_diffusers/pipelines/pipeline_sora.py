@@ -344,7 +344,8 @@ class SoraPipeline(DiffusionPipeline):
 
         Example: the embedded model (multiples of 32) generates a 1920x1080 request at 1920x1088.
         """
-        patch_t, patch_h, patch_w = self.transformer.config.patch_size
+        # without a transformer (training builds a VAE-only pipeline to encode conditions) only the VAE's multiples
+        patch_t, patch_h, patch_w = self.transformer.config.patch_size if self.transformer is not None else (1, 1, 1)
         r_s = self.vae_scale_factor_spatial
         return generation_canvas(
             height or self.config.default_height,
