@@ -259,15 +259,24 @@ def score_clip(task: str, video: np.ndarray, label: dict, reference: np.ndarray,
 
 
 def generate(task: str, pipes: dict, rendered: np.ndarray, caption: str, seam: int, generator, sampling: dict):
-    """One output video (T, H, W, 3) float in [0, 1] for `task`, conditioned on the rendered scene as the task says."""
+    """One output video (T, H, W, 3) float in [0, 1] for `task`, conditioned on the rendered scene as the task says.
+
+    Conditioned tasks are scored on the model's rendering of the given frames (`return_decoded_conditions=True`):
+    the pipeline otherwise returns them as given, which would make the first-frame PSNR infinite and score the seam
+    against the input instead of what the model made of it (and no longer compare with earlier results).
+    """
     if task == "t2v":
         output = pipes["t2v"](caption, generator=generator, **sampling)
     elif task == "i2v":
-        output = pipes["i2v"](PIL.Image.fromarray(rendered[0]), caption, generator=generator, **sampling)
+        output = pipes["i2v"](
+            PIL.Image.fromarray(rendered[0]), caption, generator=generator, return_decoded_conditions=True, **sampling
+        )
     else:
         mode = task.removeprefix("extend_")
         given = rendered[:seam] if mode == "forward" else rendered[seam:]
-        output = pipes["extend"](_pil_frames(given), caption, mode=mode, generator=generator, **sampling)
+        output = pipes["extend"](
+            _pil_frames(given), caption, mode=mode, generator=generator, return_decoded_conditions=True, **sampling
+        )
     return output.frames[0]
 
 
