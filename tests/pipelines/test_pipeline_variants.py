@@ -3,8 +3,9 @@
 Frames given at strength 1 come back as given: the output holds their input pixels (`as_shown`), and every other frame
 is the same as with `return_decoded_conditions=True`, which returns the model's rendering of the given frames too.
 
-What "the conditioning frames are in the model's rendering" means with a causal VAE (4x time: latent 0 = pixel frame 0, latent j
-= pixel frames 4j-3 .. 4j) and tiny random weights, which reconstruct nothing (a clip and its round trip differ by ~0.9):
+What "the conditioning frames are in the model's rendering" means with a causal VAE (4x time: latent 0 = pixel
+frame 0, latent j = pixel frames 4j-3 .. 4j) and tiny random weights, which reconstruct nothing (a clip and its round
+trip differ by ~0.9):
 
 - A clip at frame 0 (I2V, forward, loop, the first clip of connect): its latents are the clip's own encoding, and the
   causal decoder gives pixel frames 0 .. 4k from latents 0 .. k alone, so those output frames equal

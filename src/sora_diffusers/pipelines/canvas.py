@@ -88,9 +88,7 @@ class GenerationCanvas:
 
     def crop(self, video: torch.Tensor) -> torch.Tensor:
         """(B, C, generation_num_frames, generation_height, generation_width) -> (B, C, num_frames, height, width)."""
-        return video[
-            :, :, : self.num_frames, self.top : self.top + self.height, self.left : self.left + self.width
-        ]
+        return video[:, :, : self.num_frames, self.top : self.top + self.height, self.left : self.left + self.width]
 
 
 def covering_multiple(value: int, multiple: int) -> int:
