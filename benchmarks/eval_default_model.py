@@ -335,8 +335,13 @@ def generate(task: str, pipes: dict, scene: dict, seam: int, generator, sampling
     background". i2v: frame 0 + the caption. extend_*: see the module docstring. loop: frames 0 .. seam-1 given,
     the rest generated to lead back into frame 0. connect: the first and last `seam` frames given, the middle
     generated.
+
+    Conditioned tasks are scored on the model's rendering of the given frames (`return_decoded_conditions=True`):
+    the pipeline otherwise returns them as given, which would make the first-frame PSNR infinite and score the seam
+    against the input instead of what the model made of it (and no longer compare with earlier results).
     """
     rendered, caption, label = scene["rendered"], scene["prompt"], scene["label"]
+    decoded = {"return_decoded_conditions": True}
     if task == "t2v":
         output = pipes["t2v"](caption, generator=generator, **sampling)
     elif task == "t2v_held_out":
@@ -347,14 +352,16 @@ def generate(task: str, pipes: dict, scene: dict, seam: int, generator, sampling
         prompt = f"{'an' if label['color'][0] in 'aeiou' else 'a'} {label['color']} {label['shape']} on a {_background_name(scene)} background"
         output = pipes["t2v"](prompt, generator=generator, **{**sampling, "num_frames": 1})
     elif task == "i2v":
-        output = pipes["i2v"](PIL.Image.fromarray(rendered[0]), caption, generator=generator, **sampling)
+        output = pipes["i2v"](PIL.Image.fromarray(rendered[0]), caption, generator=generator, **decoded, **sampling)
     elif task == "connect":
         first, second = _pil_frames(rendered[:seam]), _pil_frames(rendered[len(rendered) - seam :])
-        output = pipes["extend"](first, caption, mode="connect", video_end=second, generator=generator, **sampling)
+        output = pipes["extend"](
+            first, caption, mode="connect", video_end=second, generator=generator, **decoded, **sampling
+        )
     else:
         mode = {"extend_forward": "forward", "extend_backward": "backward", "loop": "loop"}[task]
         given = rendered[seam:] if mode == "backward" else rendered[:seam]  # loop: `seam` is the connect length
-        output = pipes["extend"](_pil_frames(given), caption, mode=mode, generator=generator, **sampling)
+        output = pipes["extend"](_pil_frames(given), caption, mode=mode, generator=generator, **decoded, **sampling)
     return output.frames[0]
 
 

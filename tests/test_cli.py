@@ -133,6 +133,47 @@ def test_image_and_video_prompts(model_dir, inputs, tmp_path, options, pipeline,
     assert load_metadata(output)["pipeline"] == pipeline
 
 
+@pytest.mark.parametrize(
+    "options, given",
+    [
+        (["--video", "{clip}", "--mode", "extend-forward", "--num-frames", "9"], {"clip": slice(0, 5)}),
+        (["--video", "{gif}", "--mode", "extend-backward", "--num-frames", "9"], {"gif": slice(4, 9)}),
+        (["--video", "{clip}", "--mode", "loop", "--num-frames", "13"], {"clip": slice(0, 5)}),
+        (["--connect", "{clip}", "{gif}", "--num-frames", "13"], {"clip": slice(0, 5), "gif": slice(8, 13)}),
+    ],
+    ids=["extend-forward", "extend-backward", "loop", "connect"],
+)
+def test_extension_modes_write_the_given_frames_as_given(model_dir, inputs, tmp_path, monkeypatch, options, given):
+    """The frames handed to the writer hold the input clips' pixels, not their VAE round trip (the mp4 encoder's own
+    loss comes after)."""
+    written = []
+
+    def record(frames, *args, **kwargs):
+        written.append(frames)
+        return export_to_video(frames, *args, **kwargs)
+
+    monkeypatch.setattr("sora_diffusers.cli.export_to_video", record)
+    assert _generate(model_dir, tmp_path / "video.mp4", *(option.format(**inputs) for option in options)) == 0
+
+    (frames,) = written  # (T, H, W, 3) in [0, 1]
+    for name, where in given.items():
+        clip = load_video_frames(inputs[name]) / 255.0  # what the command read, uint8
+        np.testing.assert_allclose(frames[where], clip, atol=1e-6, rtol=0)
+
+
+def test_any_size_and_frame_count_unless_strict_size(model_dir, tmp_path, capsys):
+    output = tmp_path / "video.mp4"
+    assert _generate(model_dir, output, "--height", "40", "--width", "50", "--num-frames", "6") == 0
+    assert load_video_frames(output).shape == (6, 40, 50, 3)
+    assert load_metadata(output)["height"] == 40
+
+    with pytest.raises(SystemExit) as exit_info:
+        _generate(model_dir, tmp_path / "strict.mp4", "--height", "40", "--strict-size")
+    assert exit_info.value.code == 2
+    assert "error: --height must be a positive multiple of 16" in capsys.readouterr().err
+    assert not (tmp_path / "strict.mp4").exists()
+
+
 def test_info_prints_the_components(model_dir, capsys):
     assert main(["info", "--model", model_dir]) == 0
     out = capsys.readouterr().out
@@ -209,7 +250,7 @@ def test_argument_errors_exit_2_before_loading(model_dir, inputs, tmp_path, caps
 
 def test_errors_found_by_the_pipeline_name_the_option(model_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _generate(model_dir, tmp_path / "video.mp4", "--num-frames", "6")  # the VAE needs 1 + 4k frames
+        _generate(model_dir, tmp_path / "video.mp4", "--num-frames", "6", "--strict-size")  # not 1 + 4k
     assert exit_info.value.code == 2
     assert "error: --num-frames must be 1 + k*4" in capsys.readouterr().err
 

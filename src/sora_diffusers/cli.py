@@ -49,6 +49,7 @@ OPTION_OF_ARGUMENT = {
     "strength": "--strength",
     "negative_prompt": "--negative-prompt",
     "video": "--video",
+    "strict_size": "--strict-size",
 }
 
 
@@ -70,9 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-o", "--output", required=True, help="output file: .mp4, .gif, or .png for one frame")
     _add_model_argument(generate)
     size = generate.add_argument_group("size and sampling (defaults: the model's own)")
-    size.add_argument("--num-frames", type=_positive_int, help="frames, 1 + 4k for the default VAE (1 = an image)")
-    size.add_argument("--height", type=_positive_int, help="pixels, a multiple of 16 by default")
-    size.add_argument("--width", type=_positive_int, help="pixels, a multiple of 16 by default")
+    size.add_argument("--num-frames", type=_positive_int, help="frames (1 = an image); any count")
+    size.add_argument("--height", type=_positive_int, help="pixels; any size (generated larger and centre-cropped)")
+    size.add_argument("--width", type=_positive_int, help="pixels; any size (generated larger and centre-cropped)")
+    size.add_argument(
+        "--strict-size",
+        action="store_true",
+        help="refuse sizes and frame counts the model cannot make directly (multiples of 32 and 1 + 4k frames for "
+        "the embedded model) instead of generating the next valid ones and cropping",
+    )
     size.add_argument("--steps", type=_positive_int, help="denoising steps (default 50)")
     size.add_argument(
         "--guidance-scale", type=_non_negative_float, help="classifier-free guidance (default 5; <= 1 off)"
@@ -179,6 +186,7 @@ def _call_arguments(args: argparse.Namespace) -> dict:
         "width": args.width,
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance_scale,
+        "strict_size": args.strict_size or None,
     }
 
 

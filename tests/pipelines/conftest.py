@@ -99,6 +99,11 @@ def random_clip(num_frames: int, seed_value: int = 1) -> torch.Tensor:
     return torch.rand(3, num_frames, HEIGHT, WIDTH, generator=seed(seed_value)) * 2 - 1
 
 
+def as_shown(clip: torch.Tensor) -> torch.Tensor:
+    """(3, T, H, W) pixels in [-1, 1] -> (T, 3, H, W) in [0, 1], as `output_type="pt"` shows them."""
+    return (clip.permute(1, 0, 2, 3) / 2 + 0.5).clamp(0, 1)
+
+
 class ForwardRecorder:
     """Records the positional and keyword arguments of every forward call of a module (a forward pre-hook)."""
 

@@ -22,7 +22,16 @@ from sora_diffusers import (
 )
 
 from ..conftest import TINY_TRANSFORMER_CONFIG
-from .conftest import HEIGHT, TINY_VAE_CONFIG, WIDTH, ForwardRecorder, random_clip, seed, tiny_transformer
+from .conftest import (
+    HEIGHT,
+    TINY_VAE_CONFIG,
+    WIDTH,
+    ForwardRecorder,
+    as_shown,
+    random_clip,
+    seed,
+    tiny_transformer,
+)
 
 
 STEPS = 2
@@ -99,6 +108,133 @@ def test_a_vae_assigned_later_sets_the_latent_size(make_pipe, record_transformer
     assert (pipe.vae_scale_factor_spatial, pipe.video_processor.config.vae_scale_factor) == (16, 16)
     assert video.shape == (1, 9, 3, 32, 64)
     assert record_transformer.calls[0][0][0].shape[-2:] == (2, 4)
+
+
+# ---- any size: generated on a covering canvas, centre-cropped -------------------------------------------------------
+
+
+@pytest.fixture
+def make_pipe32(make_pipe):
+    """`make_pipe` with a 16x VAE: sides must be multiples of 32 (VAE x16 times patch 2), as the embedded model's."""
+
+    def make(cls=SoraPipeline):
+        return make_pipe(cls, vae=SpacetimeVAE(**{**TINY_VAE_CONFIG, "patch_size": 2}).eval())
+
+    return make
+
+
+@pytest.mark.parametrize("height, width", [(144, 256), (256, 144), (120, 200)])
+def test_any_size_is_generated_larger_and_centre_cropped(make_pipe32, height, width):
+    pipe = make_pipe32()
+    canvas = pipe.generation_canvas(height, width, 5)
+    assert (canvas.generation_height, canvas.generation_width) == {
+        (144, 256): (160, 256), (256, 144): (256, 160), (120, 200): (128, 224)
+    }[(height, width)]  # fmt: skip
+
+    frames = run(pipe, height=height, width=width, num_frames=5)
+
+    assert frames.shape == (1, 5, 3, height, width)
+    full = run(pipe, height=canvas.generation_height, width=canvas.generation_width, num_frames=5)
+    assert torch.equal(frames, full[..., canvas.top : canvas.top + height, canvas.left : canvas.left + width])
+    latents = run(pipe, height=height, width=width, num_frames=5, output_type="latent")  # uncropped
+    assert latents.shape == (1, 4, 2, canvas.generation_height // 16, canvas.generation_width // 16)
+    pil = run(pipe, height=height, width=width, num_frames=1, output_type="pil")[0][0]
+    assert pil.size == (width, height)
+
+
+STRICT = r"must be a positive multiple of 32 \(VAE x16 times patch 2\), got "
+
+
+@pytest.mark.parametrize(
+    "height, width, message",
+    [
+        (144, 256, rf"`height` {STRICT}144; nearest valid: 128 or 160"),
+        (256, 144, rf"`width` {STRICT}144; nearest valid: 128 or 160"),
+        (128, 200, rf"`width` {STRICT}200; nearest valid: 192 or 224"),
+    ],
+)
+def test_strict_size_refuses_what_the_model_cannot_take(make_pipe32, forbid_model_work, height, width, message):
+    with pytest.raises(ValueError, match=message):
+        run(make_pipe32(), height=height, width=width, num_frames=5, strict_size=True)
+
+
+def test_the_crop_is_logged(make_pipe32, caplog):
+    pipe = make_pipe32()
+    with caplog.at_level(logging.INFO, logger="sora_diffusers.pipelines.pipeline_sora"):
+        run(pipe, height=128, width=256, num_frames=5, output_type="latent")
+        assert not [r for r in caplog.records if "Generating" in r.getMessage()]  # a size the model takes
+        run(pipe, height=144, width=256, num_frames=5, output_type="latent")
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(messages) == 1
+    assert "Generating 256x160 (width x height) and centre-cropping to the requested 256x144" in messages[0]
+    assert "multiples of 32" in messages[0] and "strict_size=True" in messages[0]
+
+
+def test_strict_size_refuses_num_frames_the_vae_cannot_make(make_pipe, forbid_model_work):
+    with pytest.raises(ValueError, match=r"`num_frames` must be 1 \+ k\*4 .*got 7; nearest valid: 5 or 9"):
+        run(make_pipe(), num_frames=7, strict_size=True)
+
+
+def test_num_frames_the_vae_cannot_make_are_cut_from_the_next_valid_count(make_pipe, caplog):
+    """7 frames: 9 (1 + 2*4) are generated and the first 7 returned."""
+    pipe = make_pipe()
+    assert pipe.generation_canvas(num_frames=7).generation_num_frames == 9
+    with caplog.at_level(logging.INFO, logger="sora_diffusers.pipelines.pipeline_sora"):
+        frames = run(pipe, num_frames=7)
+    assert frames.shape == (1, 7, 3, HEIGHT, WIDTH)
+    assert torch.equal(frames, run(pipe, num_frames=9)[:, :7])
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
+        "Generating 9 frames and returning the first 7: this model makes 1 + k*4 frames. Pass `strict_size=True` to "
+        "refuse such counts instead."
+    ]
+
+
+def test_a_condition_of_another_size_lines_up_with_the_cropped_output(make_pipe32):
+    """An image of another size and aspect for a 256x144 video: it is resized to 256x144 and placed in the centre of
+    the 256x160 canvas, so the model's frame 0 is the crop of that canvas's round trip, and the returned frame 0 is the
+    resized image itself."""
+    pipe = make_pipe32(SoraImageToVideoPipeline)
+    image = torch.rand(3, 50, 70, generator=seed(4)) * 2 - 1
+    kwargs = dict(height=144, width=256, num_frames=5, num_inference_steps=STEPS, output_type="pt")
+    kept = pipe(image, "x", generator=seed(0), **kwargs).frames[0]
+    decoded = pipe(image, "x", generator=seed(0), return_decoded_conditions=True, **kwargs).frames[0]
+    assert kept.shape == decoded.shape == (5, 3, 144, 256)
+
+    resized = pipe.preprocess_frames(image, 144, 256)  # (1, 3, 1, 144, 256)
+    assert torch.equal(kept[0], as_shown(resized[0])[0])
+    canvas = pipe.generation_canvas(144, 256, 5)
+    with torch.no_grad():
+        round_trip = pipe.decode_latents(pipe.encode_video(canvas.pad_space(resized)))  # (1, 3, 1, 160, 256)
+    torch.testing.assert_close(decoded[0], as_shown(canvas.crop(round_trip)[0])[0], atol=1e-5, rtol=0)
+    # resizing the image to cover the canvas instead would have put other pixels under the crop (0.04 away here, a
+    # smooth upscaled image through a random VAE; the match above is 1e-5)
+    with torch.no_grad():
+        stretched = pipe.decode_latents(pipe.encode_video(pipe.preprocess_frames(image, 160, 256)))
+    assert (decoded[0] - as_shown(canvas.crop(stretched)[0])[0]).abs().max() > 0.01
+
+
+def test_1080p_generation_size(components):
+    """1920x1080 on the embedded model's VAE and transformer configuration (random weights; sizes only)."""
+    from sora_diffusers.default_model import default_model_path
+
+    path = default_model_path()
+    pipe = SoraPipeline(
+        tokenizer=components["tokenizer"],
+        text_encoder=components["text_encoder"],
+        transformer=DiTVideoTransformer3D.from_config(
+            DiTVideoTransformer3D.load_config(path, subfolder="transformer")
+        ),
+        vae=SpacetimeVAE.from_config(SpacetimeVAE.load_config(path, subfolder="vae")),
+        scheduler=components["scheduler"],
+    )
+    canvas = pipe.generation_canvas(1080, 1920, 81)
+    assert (canvas.generation_height, canvas.generation_width, canvas.generation_num_frames) == (1088, 1920, 81)
+    assert (canvas.top, canvas.left) == (4, 0)
+    assert pipe.generation_canvas(1080, 1920, 80).generation_num_frames == 81
+    assert (
+        pipe.generation_canvas(144, 256, 1).generation_height,
+        pipe.generation_canvas(256, 144).generation_width,
+    ) == (160, 160)
 
 
 # ---- determinism and guidance ---------------------------------------------------------------------------------------
@@ -437,19 +573,21 @@ BAD_INPUTS = {
         lambda tmp: dict(conditions=[FrameCondition(CLIP_1, strength=2.0)]),
         r"`conditions\[0\]\.strength` must be in \[0, 1\], got 2\.0",
     ),
-    "num_frames": (lambda tmp: dict(num_frames=8), r"`num_frames` must be 1 \+ k\*4 .*got 8; nearest valid: 5 or 9"),
-    "num_frames zero": (
-        lambda tmp: dict(num_frames=0),
-        r"`num_frames` must be 1 \+ k\*4 .*got 0; nearest valid: 1 or 5",
+    "num_frames strict": (
+        lambda tmp: dict(num_frames=8, strict_size=True),
+        r"`num_frames` must be 1 \+ k\*4 .*got 8; nearest valid: 5 or 9",
     ),
-    "height": (
-        lambda tmp: dict(height=40),
+    "num_frames zero": (lambda tmp: dict(num_frames=0), r"`num_frames` must be a positive int, got 0"),
+    "height strict": (
+        lambda tmp: dict(height=40, strict_size=True),
         r"`height` must be a positive multiple of 16 .*got 40; nearest valid: 32 or 48",
     ),
-    "width": (
-        lambda tmp: dict(width=50),
+    "width strict": (
+        lambda tmp: dict(width=50, strict_size=True),
         r"`width` must be a positive multiple of 16 .*got 50; nearest valid: 48 or 64",
     ),
+    "height zero": (lambda tmp: dict(height=-16), r"`height` must be a positive int, got -16"),
+    "width float": (lambda tmp: dict(width=48.0), r"`width` must be a positive int, got 48\.0"),
     "output_type": (
         lambda tmp: dict(output_type="mp4"),
         r"`output_type` must be one of \('np', 'pt', 'pil', 'latent'\), got 'mp4'",

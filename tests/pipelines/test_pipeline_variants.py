@@ -1,7 +1,11 @@
 """The thin task pipelines: image-to-video, extension (forward, backward, loop, connect) and video-to-video.
 
-What "the conditioning frames are in the output" means with a causal VAE (4x time: latent 0 = pixel frame 0, latent j
-= pixel frames 4j-3 .. 4j) and tiny random weights, which reconstruct nothing (a clip and its round trip differ by ~0.9):
+Frames given at strength 1 come back as given: the output holds their input pixels (`as_shown`), and every other frame
+is the same as with `return_decoded_conditions=True`, which returns the model's rendering of the given frames too.
+
+What "the conditioning frames are in the model's rendering" means with a causal VAE (4x time: latent 0 = pixel
+frame 0, latent j = pixel frames 4j-3 .. 4j) and tiny random weights, which reconstruct nothing (a clip and its round
+trip differ by ~0.9):
 
 - A clip at frame 0 (I2V, forward, loop, the first clip of connect): its latents are the clip's own encoding, and the
   causal decoder gives pixel frames 0 .. 4k from latents 0 .. k alone, so those output frames equal
@@ -17,19 +21,22 @@ What "the conditioning frames are in the output" means with a causal VAE (4x tim
 
 import logging
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.utils import export_to_video
 
 from sora_diffusers import (
+    FrameCondition,
     SoraImageToVideoPipeline,
     SoraPipeline,
     SoraVideoExtensionPipeline,
     SoraVideoToVideoPipeline,
 )
 
-from .conftest import HEIGHT, WIDTH, random_clip, seed
+from .conftest import HEIGHT, WIDTH, as_shown, random_clip, seed
 
 
 STEPS = 2
@@ -69,6 +76,11 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
+def run_both(pipe, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first video of a run as returned (given frames as given) and as decoded (`return_decoded_conditions`)."""
+    return run(pipe, *args, **kwargs)[0], run(pipe, *args, return_decoded_conditions=True, **kwargs)[0]
+
+
 @pytest.fixture
 def clip():
     return random_clip(9, seed_value=1)  # (3, 9, H, W)
@@ -79,14 +91,49 @@ def clip():
 
 def test_image_to_video_keeps_the_image_as_frame_0(make_pipe, components, clip):
     image = clip[:, 0]  # (3, H, W)
-    frames = run(make_pipe(SoraImageToVideoPipeline), image, "a red circle")[0]  # (9, 3, H, W)
-    assert frames.shape == (9, 3, HEIGHT, WIDTH)
+    kept, frames = run_both(make_pipe(SoraImageToVideoPipeline), image, "a red circle")  # (9, 3, H, W)
+    assert kept.shape == frames.shape == (9, 3, HEIGHT, WIDTH)
+    assert torch.equal(kept[0], as_shown(image[:, None])[0])  # the input pixels
+    assert torch.equal(kept[1:], frames[1:])  # only the given frame is replaced
     reference = round_trip(components["vae"], image[:, None])[0]
-    assert max_diff(frames[0], reference) < EXACT
+    assert max_diff(frames[0], reference) < EXACT  # decoded: the VAE's round trip ...
+    assert max_diff(frames[0], kept[0]) > FAR  # ... which the tiny random VAE renders far from the input
     unconditioned = run(make_pipe(), "a red circle")[0]
     assert max_diff(unconditioned[0], reference) > FAR  # same seed, no image: frame 0 is elsewhere
     assert max_diff(frames[1:], unconditioned[1:]) > FAR  # the image steers the generated frames
     assert min(max_diff(frames[t], frames[0]) for t in range(1, 9)) > FAR  # not a still image
+
+
+def test_the_given_image_keeps_its_values_in_every_output_type(make_pipe):
+    """A uint8 image of the output size comes back as its own uint8 values (pil), or as them / 255 (np, pt); one of
+    another size as the pipeline resized it, after the same quantisation. Latents are the same either way."""
+    pipe = make_pipe(SoraImageToVideoPipeline)
+    image = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    pil = run(pipe, image, "x", output_type="pil")[0]
+    assert np.array_equal(np.asarray(pil[0]), image)
+    np_frames = run(pipe, image, "x", output_type="np")[0]
+    np.testing.assert_allclose(np_frames[0], image / 255.0, atol=1e-6, rtol=0)  # float32 rounding of u8 / 255
+    pt = run(pipe, image, "x", output_type="pt")[0]
+    assert torch.equal(pt[0], torch.from_numpy(np_frames[0]).permute(2, 0, 1))
+    decoded = run(pipe, image, "x", output_type="pil", return_decoded_conditions=True)[0]
+    assert np.abs(np.asarray(decoded[0]).astype(int) - image).mean() > 10  # the random VAE's rendering
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(pil[1:], decoded[1:]))
+    latents = run(pipe, image, "x", output_type="latent")
+    assert torch.equal(latents, run(pipe, image, "x", output_type="latent", return_decoded_conditions=True))
+
+    small = PIL.Image.fromarray(image[:20, :30])  # resized to 32x48 by the pipeline
+    expected = pipe.video_processor.postprocess(pipe.preprocess_frames(small, HEIGHT, WIDTH)[:, :, 0], "pil")[0]
+    assert np.array_equal(np.asarray(run(pipe, small, "x", output_type="pil")[0][0]), np.asarray(expected))
+
+
+def test_frames_given_below_strength_1_are_the_models(make_pipe, clip):
+    kept, decoded = run_both(make_pipe(SoraImageToVideoPipeline), clip[:, 0], "x", image_strength=0.5)
+    assert torch.equal(kept, decoded)
+    kept, decoded = run_both(
+        make_pipe(), prompt="x", conditions=[FrameCondition(clip, 0, strength=0.9), FrameCondition(clip[:, :1], 0)]
+    )
+    assert torch.equal(kept[0], as_shown(clip[:, :1])[0])  # the exact image given last wins frame 0
+    assert torch.equal(kept[1:], decoded[1:])
 
 
 def test_image_to_video_from_pil_path_and_negative_prompt(make_pipe, clip, tmp_path):
@@ -169,10 +216,12 @@ def test_from_pipe_keeps_dtypes_and_logs_no_cast_warning(fresh_components, tmp_p
 
 def test_extend_forward(make_pipe, components, clip):
     """21 frames: the 9-frame clip at frames 0..8 (latents 0..2), new frames 9..20 (latents 3..5)."""
-    frames = run(make_pipe(SoraVideoExtensionPipeline), clip, "x", mode="forward", num_frames=21)[0]
-    assert frames.shape == (21, 3, HEIGHT, WIDTH)
+    kept, frames = run_both(make_pipe(SoraVideoExtensionPipeline), clip, "x", mode="forward", num_frames=21)
+    assert kept.shape == frames.shape == (21, 3, HEIGHT, WIDTH)
+    assert torch.equal(kept[:9], as_shown(clip)) and torch.equal(kept[9:], frames[9:])
     reference = round_trip(components["vae"], clip)
     assert max_diff(frames[:9], reference) < EXACT
+    assert max_diff(frames[:9], kept[:9]) > FAR
     unconditioned = run(make_pipe(), "x", num_frames=21)[0]
     assert max_diff(unconditioned[:9], reference) > FAR
     assert (frames[9:18] - reference).abs().mean() > FAR / 2  # the new frames are not a replay of the clip
@@ -197,9 +246,12 @@ def test_extend_backward(make_pipe, components, clip):
     assert max_diff(t2v_latents[:, 4:], expected) > FAR
     assert max_diff(latents[:, :4], t2v_latents[:, :4]) > FAR  # the clip steers the generated frames before it
 
-    frames = run(pipe, clip, "x", mode="backward", num_frames=21)[0]
-    assert frames.shape == (21, 3, HEIGHT, WIDTH)
+    kept, frames = run_both(pipe, clip, "x", mode="backward", num_frames=21)
+    assert kept.shape == frames.shape == (21, 3, HEIGHT, WIDTH)
     assert max_diff(frames, decode(vae, latents[None])) < EXACT
+    # returned as given: all 9 clip frames at 12..20, clip frame 0 (left to the model as conditioning) included
+    assert torch.equal(kept[12:], as_shown(clip)) and torch.equal(kept[:12], frames[:12])
+    assert max_diff(frames[12:], kept[12:]) > FAR
 
 
 def test_extend_loop(make_pipe, components, clip):
@@ -207,9 +259,10 @@ def test_extend_loop(make_pipe, components, clip):
     group (pixels 17..20, latent 5). The output drops those 4 frames and frame 16 (which stands for frame 0), leaving
     16 frames that lead back into frame 0."""
     vae, pipe = components["vae"], make_pipe(SoraVideoExtensionPipeline)
-    frames = run(pipe, clip, "x", mode="loop", num_frames=21)[0]
-    assert frames.shape == (16, 3, HEIGHT, WIDTH)
+    kept, frames = run_both(pipe, clip, "x", mode="loop", num_frames=21)
+    assert kept.shape == frames.shape == (16, 3, HEIGHT, WIDTH)
     assert max_diff(frames[:9], round_trip(vae, clip)) < EXACT
+    assert torch.equal(kept[:9], as_shown(clip)) and torch.equal(kept[9:], frames[9:])
 
     latents = run(pipe, clip, "x", mode="loop", num_frames=21, output_type="latent")[0]
     assert latents.shape[1] == 6  # latents keep the whole grid
@@ -226,9 +279,12 @@ def test_extend_connect(make_pipe, components, clip):
     latents 5, 6 = pixels 17..24), new frames in between (latents 3, 4)."""
     vae, pipe = components["vae"], make_pipe(SoraVideoExtensionPipeline)
     end = random_clip(9, seed_value=2)
-    frames = run(pipe, clip, "x", mode="connect", video_end=end, num_frames=25)[0]
-    assert frames.shape == (25, 3, HEIGHT, WIDTH)
+    kept, frames = run_both(pipe, clip, "x", mode="connect", video_end=end, num_frames=25)
+    assert kept.shape == frames.shape == (25, 3, HEIGHT, WIDTH)
     assert max_diff(frames[:9], round_trip(vae, clip)) < EXACT
+    assert torch.equal(kept[:9], as_shown(clip)) and torch.equal(kept[16:], as_shown(end))  # both clips as given
+    assert torch.equal(kept[9:16], frames[9:16])
+    assert max_diff(frames[:9], kept[:9]) > FAR and max_diff(frames[16:], kept[16:]) > FAR
 
     latents = run(pipe, clip, "x", mode="connect", video_end=end, num_frames=25, output_type="latent")[0]
     assert latents.shape[1] == 7
@@ -236,6 +292,39 @@ def test_extend_connect(make_pipe, components, clip):
     # the end clip, not the start clip
     assert max_diff(latents[:, 5:], encode_mid_video(vae, clip[:, 1:9], 5)[0]) > FAR
     assert max_diff(frames, decode(vae, latents[None])) < EXACT
+
+
+def test_extend_to_a_length_the_vae_cannot_make(make_pipe, clip, caplog):
+    """18 frames: 21 are generated and the first 18 returned. Backward puts the clip on the last of the 18 (frame 9
+    on), not of the 21; the loop cannot be cut, so it runs on 21 frames and says so."""
+    pipe = make_pipe(SoraVideoExtensionPipeline)
+    forward = run(pipe, clip, "x", mode="forward", num_frames=18)[0]
+    assert forward.shape == (18, 3, HEIGHT, WIDTH) and torch.equal(forward[:9], as_shown(clip))
+    backward = run(pipe, clip, "x", mode="backward", num_frames=18)[0]
+    assert backward.shape == (18, 3, HEIGHT, WIDTH) and torch.equal(backward[9:], as_shown(clip))
+    with caplog.at_level(logging.INFO, logger="sora_diffusers"):
+        loop = run(pipe, clip, "x", mode="loop", num_frames=18)
+    assert torch.equal(loop, run(pipe, clip, "x", mode="loop", num_frames=21))
+    assert "A loop needs 1 + k*4 frames: generating 21, not `num_frames`=18." in caplog.messages
+    with pytest.raises(ValueError, match=r"`num_frames` must be 1 \+ k\*4 .*got 18"):
+        run(pipe, clip, "x", mode="loop", num_frames=18, strict_size=True)
+
+
+def test_variants_take_any_size(make_pipe, clip):
+    """40x56 (multiples of 16 are 48x64): every variant returns that size, given frames as given."""
+    kwargs = dict(height=40, width=56)
+    resized = make_pipe().preprocess_frames(clip, 40, 56)[0]  # (3, 9, 40, 56)
+    frames = run(make_pipe(SoraImageToVideoPipeline), clip[:, 0], "x", num_frames=5, **kwargs)[0]
+    assert frames.shape == (5, 3, 40, 56) and torch.equal(frames[0], as_shown(resized)[0])
+    end = random_clip(9, seed_value=2)
+    frames = run(make_pipe(SoraVideoExtensionPipeline), clip, "x", mode="connect", video_end=end, num_frames=22,
+                 **kwargs)[0]  # fmt: skip
+    assert frames.shape == (22, 3, 40, 56) and torch.equal(frames[:9], as_shown(resized))
+    assert torch.equal(frames[13:], as_shown(make_pipe().preprocess_frames(end, 40, 56)[0]))
+    frames = run(make_pipe(SoraVideoToVideoPipeline), clip[:, :7], "x", strength=0.5, num_inference_steps=4, **kwargs)
+    assert frames.shape == (1, 7, 3, 40, 56) and torch.isfinite(frames).all()  # 7 frames: 9 generated
+    with pytest.raises(ValueError, match=r"`height` must be a positive multiple of 16 .*got 40"):
+        run(make_pipe(SoraImageToVideoPipeline), clip[:, 0], "x", strict_size=True, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -246,7 +335,10 @@ def test_extend_connect(make_pipe, components, clip):
         (dict(mode="forward", video_end="{clip}"), r"`video_end` is required for mode='connect' and only used there"),
         (dict(mode="forward", num_frames=9), r"`num_frames` \(9\) must exceed the frames given \(9\)"),
         (dict(mode="loop", num_frames=13), r"`num_frames` \(13\) must exceed"),  # loop needs room for the head copy
-        (dict(mode="forward", num_frames=18), r"`num_frames` must be 1 \+ k\*4 .*nearest valid: 17 or 21"),
+        (
+            dict(mode="forward", num_frames=18, strict_size=True),
+            r"`num_frames` must be 1 \+ k\*4 .*nearest valid: 17 or 21",
+        ),
         (dict(video="{tmp}/missing.mp4"), r"`video`: cannot read '.*missing\.mp4' \(no such file\)"),
         (dict(mode="connect", video_end="{tmp}/missing.mp4"), r"`video_end`: cannot read '.*missing\.mp4'"),
         (dict(video="{tmp}/broken.mp4"), r"`video`: cannot read '.*broken\.mp4'"),

@@ -108,6 +108,50 @@ def align_condition(
     return skip, used, (boundary - 1) // temporal_ratio + 1, False
 
 
+@dataclass
+class GivenFrames:
+    """The pixels of a `FrameCondition` as the output shows them: `frames` (B_c, 3, T_c, H, W) in [-1, 1] at the
+    requested size, from output frame `frame_index` (>= 0) on, given at `strength`."""
+
+    frames: torch.Tensor
+    frame_index: int
+    strength: float = 1.0
+
+
+def keep_given_frames(video: torch.Tensor, given: list[GivenFrames]) -> torch.Tensor:
+    """Put the input pixels of frames given at strength 1 into the decoded video, in place of their VAE round trip.
+
+    Every frame of a strength-1 clip that falls inside the video is replaced, the frames that `align_condition` left
+    to the model included (a clip that starts or ends between latent groups): they are frames the user gave. Frames
+    given at a lower strength keep what the model made of them. Later conditions win where clips overlap, as in
+    `build_condition`.
+
+    Args:
+        video: (B, 3, T, H, W) decoded pixels in [-1, 1], cropped to the requested size.
+        given: the conditions in the order they were passed.
+
+    Returns:
+        the video with the given pixels (cast to its dtype) at their frames; `video` itself if nothing is replaced.
+    """
+    if not any(item.strength == 1.0 for item in given):
+        return video
+    B, _, T, H, W = video.shape
+    kept = video.clone()
+    for item in given:
+        span = min(item.frames.shape[2], T - item.frame_index)
+        if span <= 0:
+            continue
+        end = item.frame_index + span
+        if item.strength == 1.0:
+            if item.frames.shape[-2:] != (H, W):
+                raise ValueError(f"Given frames of {tuple(item.frames.shape[-2:])} do not fit a video of {(H, W)}.")
+            pixels = item.frames[:, :, :span].to(device=video.device, dtype=video.dtype)
+            kept[:, :, item.frame_index : end] = pixels.repeat_interleave(B // pixels.shape[0], dim=0)
+        else:  # a later, weaker condition over an earlier exact one: the model's frames
+            kept[:, :, item.frame_index : end] = video[:, :, item.frame_index : end]
+    return kept
+
+
 def build_condition(
     latent_shape: tuple[int, ...], conditions: list[LatentCondition], device=None, dtype=torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,6 @@
 """Reading and checking what users pass as images, clips and prompts, before any model work."""
 
+import functools
 import os
 from typing import Any
 
@@ -7,9 +8,17 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers.utils import load_image, load_video
+from diffusers.video_processor import VideoProcessor
 
 
 VIDEO_FILE_EXTENSIONS = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
+
+
+@functools.cache
+def exact_size_processor() -> VideoProcessor:
+    """diffusers' `VideoProcessor` resizing to exactly the size asked: with the VAE's `vae_scale_factor` it rounds
+    the size down to a multiple of it, and conditions are resized to the requested frame, whatever its size."""
+    return VideoProcessor(vae_scale_factor=1)
 
 
 def _num_prompts(prompt: str | list[str] | None, prompt_embeds: torch.Tensor | None) -> int:

@@ -20,17 +20,20 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..loaders.lora import SoraLoraLoaderMixin
 from ..models.autoencoder_spacetime import SpacetimeVAE
 from ..models.transformer_sora import DiTVideoTransformer3D
+from .canvas import GenerationCanvas, generation_canvas
 from .conditioning import (
     FrameCondition,
+    GivenFrames,
     LatentCondition,
     align_condition,
     build_condition,
     impose_condition,
+    keep_given_frames,
     nearest_valid_num_frames,
     num_latent_frames,
     with_lead_frames,
 )
-from .inputs import _check_clip_batch, _num_prompts, _video_length, frames_to_tensor
+from .inputs import _check_clip_batch, _num_prompts, _video_length, exact_size_processor, frames_to_tensor
 from .pipeline_output import SoraPipelineOutput
 from .text_encoder_package import TEXT_COMPONENTS, keep_text_components_none, load_text_components
 
@@ -292,8 +295,13 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         strength: float,
         callback_on_step_end_tensor_inputs,
         video=None,
+        strict_size: bool = False,
     ) -> None:
-        """Every check that needs no model work, so bad input fails in milliseconds with the argument's name."""
+        """Every check that needs no model work, so bad input fails in milliseconds with the argument's name.
+
+        With `strict_size`, sizes the model cannot take directly are refused (diffusers' behaviour); without, any
+        positive size is accepted and generated on a covering canvas (`generation_canvas`).
+        """
         if prompt is None and prompt_embeds is None:
             raise ValueError("Provide either `prompt` or `prompt_embeds`.")
         if prompt is not None and prompt_embeds is not None:
@@ -316,21 +324,28 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                     f"{prompt_embeds.shape[0]}."
                 )
         r_t, r_s = self.vae_scale_factor_temporal, self.vae_scale_factor_spatial
-        multiple = r_s * self.transformer.config.patch_size[1]
-        for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value < multiple or value % multiple:
-                lower = max(multiple, int(value) // multiple * multiple) if isinstance(value, int) else multiple
+        for name, value in (("height", height), ("width", width), ("num_frames", num_frames)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+        for name, value, patch in (("height", height, self.transformer.config.patch_size[1]),
+                                   ("width", width, self.transformer.config.patch_size[2])):  # fmt: skip
+            multiple = r_s * patch
+            if strict_size and value % multiple:
+                lower = max(multiple, value // multiple * multiple)
                 raise ValueError(
-                    f"`{name}` must be a positive multiple of {multiple} (VAE x{r_s} times patch "
-                    f"{self.transformer.config.patch_size[1]}), got {value}; nearest valid: {lower} or {lower + multiple}."
+                    f"`{name}` must be a positive multiple of {multiple} (VAE x{r_s} times patch {patch}), got "
+                    f"{value}; nearest valid: {lower} or "
+                    f"{lower + multiple} (or leave `strict_size` off to generate the next valid size and centre-crop "
+                    "it)."
                 )
-        if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % r_t:
-            lower, upper = nearest_valid_num_frames(max(int(num_frames), 1), r_t)
+        if strict_size and (num_frames - 1) % r_t:
+            lower, upper = nearest_valid_num_frames(num_frames, r_t)
             raise ValueError(
                 f"`num_frames` must be 1 + k*{r_t} (the VAE compresses time {r_t}x after the first frame), got "
-                f"{num_frames}; nearest valid: {lower} or {upper}."
+                f"{num_frames}; nearest valid: {lower} or {upper} (or leave `strict_size` off to generate the next "
+                "valid count and keep the first frames)."
             )
-        if num_latent_frames(num_frames, r_t) % self.transformer.config.patch_size[0]:
+        if strict_size and num_latent_frames(num_frames, r_t) % self.transformer.config.patch_size[0]:
             raise ValueError(
                 f"`num_frames`={num_frames} gives {num_latent_frames(num_frames, r_t)} latent frames, not a multiple "
                 f"of the transformer's temporal patch {self.transformer.config.patch_size[0]}."
@@ -366,11 +381,35 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                 f"`callback_on_step_end_tensor_inputs` {sorted(unknown)} not in {self._callback_tensor_inputs}."
             )
 
+    def generation_canvas(
+        self, height: int | None = None, width: int | None = None, num_frames: int | None = None
+    ) -> GenerationCanvas:
+        """The size a request is generated at, computed without model work (`canvas.generation_canvas`).
+
+        Sides that are not multiples of VAE spatial compression x transformer patch are rounded up to one, a frame
+        count that is not 1 + k * VAE temporal compression up to the next; `__call__` crops the output back to
+        `height` x `width` x `num_frames`. Unset arguments are the pipeline's defaults.
+
+        Example: the embedded model (multiples of 32) generates a 1920x1080 request at 1920x1088.
+        """
+        # without a transformer (training builds a VAE-only pipeline to encode conditions) only the VAE's multiples
+        patch_t, patch_h, patch_w = self.transformer.config.patch_size if self.transformer is not None else (1, 1, 1)
+        r_s = self.vae_scale_factor_spatial
+        return generation_canvas(
+            height or self.config.default_height,
+            width or self.config.default_width,
+            num_frames or self.config.default_num_frames,
+            (r_s * patch_h, r_s * patch_w),
+            self.vae_scale_factor_temporal,
+            patch_t,
+        )
+
     # ---- pixels <-> latents --------------------------------------------------------------------------------------
 
     def preprocess_frames(self, frames: Any, height: int, width: int, name: str = "frames") -> torch.Tensor:
-        """Any image, clip or file path -> (B, 3, T, height, width) in [-1, 1] (formats: `inputs.frames_to_tensor`)."""
-        return frames_to_tensor(frames, self.video_processor, height, width, name)
+        """Any image, clip or file path -> (B, 3, T, height, width) in [-1, 1] (formats: `inputs.frames_to_tensor`),
+        resized to exactly `height` x `width`, whatever multiple the VAE needs."""
+        return frames_to_tensor(frames, exact_size_processor(), height, width, name)
 
     def encode_video(self, video: torch.Tensor, generator=None, sample: bool = False) -> torch.Tensor:
         """(B, 3, T, H, W) pixels -> normalised latents (B, C, T', H', W') (posterior mode unless `sample`)."""
@@ -392,17 +431,39 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         """Load a `FrameCondition` and cut it to the VAE's causal frame groups (no model work, so it fails early).
 
         Returns:
-            the pixels to encode (B_c, 3, T_c, height, width), the latent frame they start at, and whether they start
-            the video (see `align_condition`).
+            the pixels to encode (B_c, 3, T_c, H, W) at the generation size (`generation_canvas`; `height` x `width`
+            when the model takes it directly), the latent frame they start at, and whether they start the video (see
+            `align_condition`).
         """
-        frames = self.preprocess_frames(condition.frames, height, width, name=f"conditions[{index}].frames")
+        canvas = self.generation_canvas(height, width, num_frames)
+        return self._prepare_condition(condition, canvas, index)[:3]
+
+    def _prepare_condition(
+        self, condition: FrameCondition, canvas: GenerationCanvas, index: int
+    ) -> tuple[torch.Tensor, int, bool, GivenFrames]:
+        """`prepare_condition`, plus the condition's pixels at the requested size and the output frame they start at
+        (what the output shows for a strength-1 condition)."""
+        frames = self.preprocess_frames(
+            condition.frames, canvas.height, canvas.width, name=f"conditions[{index}].frames"
+        )
+        # a negative index counts from the end of the requested video, whose last frame the clip then ends on (the
+        # frames generated past it to reach a valid count are dropped)
+        start = condition.frame_index + canvas.num_frames if condition.frame_index < 0 else condition.frame_index
         try:
+            if not 0 <= start < canvas.num_frames:
+                raise ValueError(
+                    f"`frame_index` {condition.frame_index} is outside the output video of {canvas.num_frames} "
+                    f"frames (allowed: {-canvas.num_frames} .. {canvas.num_frames - 1})."
+                )
             first, used, latent_index, video_start = align_condition(
-                condition.frame_index, frames.shape[2], num_frames, self.vae_scale_factor_temporal
+                start, frames.shape[2], canvas.generation_num_frames, self.vae_scale_factor_temporal
             )
         except ValueError as error:
-            raise ValueError(f"`conditions[{index}]`: {error}") from error
-        return frames[:, :, first : first + used], latent_index, video_start
+            resolved = condition.frame_index < 0 <= start
+            where = f" (`frame_index` {condition.frame_index} is frame {start})" if resolved else ""
+            raise ValueError(f"`conditions[{index}]`{where}: {error}") from error
+        clip = canvas.pad_space(frames[:, :, first : first + used])
+        return clip, latent_index, video_start, GivenFrames(frames, start, condition.strength)
 
     def encode_condition(
         self, clip: torch.Tensor, latent_index: int, video_start: bool, strength: float, batch_size: int
@@ -452,31 +513,44 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         strength: float = 1.0,
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
+        strict_size: bool = False,
+        return_decoded_conditions: bool = False,
     ) -> SoraPipelineOutput | tuple:
         r"""
         Generate videos (or, with `num_frames=1`, images).
 
         Args:
             prompt, negative_prompt (`str` or `list[str]`): what to show / what to steer away from.
-            height, width (`int`): output size in pixels; multiples of VAE ratio x patch size (16 by default).
-                Defaults to the pipeline's `default_height` / `default_width`.
-            num_frames (`int`): output frames, 1 + k * VAE temporal ratio (1 = an image). Defaults to
+            height, width (`int`): output size in pixels, any positive size. Sides that are not multiples of VAE
+                ratio x patch size (32 for the embedded model) are generated at the next multiple and the frames
+                centre-cropped to the request (`generation_canvas` tells the size; an info log says it). Defaults to
+                the pipeline's `default_height` / `default_width`.
+            num_frames (`int`): output frames (1 = an image). A count the VAE cannot make (1 + k * its temporal
+                ratio) is generated at the next one and the first `num_frames` frames are returned. Defaults to
                 `default_num_frames` (or the length of `video`).
             num_inference_steps (`int`, defaults to 50), guidance_scale (`float`, defaults to 5.0): sampling steps
                 and classifier-free guidance (<= 1 disables it).
-            num_videos_per_prompt (`int`), generator (`torch.Generator`), latents (`torch.Tensor`): batch and noise.
+            num_videos_per_prompt (`int`), generator (`torch.Generator`), latents (`torch.Tensor`): batch and noise;
+                `latents` are shaped for the generation size (`generation_canvas`), not the cropped request.
             prompt_embeds, negative_prompt_embeds (`torch.Tensor` (B, L, D)): precomputed text hidden states, with
                 optional `prompt_attention_mask` / `negative_prompt_attention_mask` (B, L).
-            output_type (`str`): "np", "pt", "pil" or "latent".
+            output_type (`str`): "np", "pt", "pil" or "latent". Latents cover the whole generation canvas: they
+                are not cropped to `height` x `width` x `num_frames` (decode, then `generation_canvas(...).crop`).
             return_dict (`bool`): return a `SoraPipelineOutput` instead of a tuple.
             attention_kwargs (`dict`): passed to the transformer (e.g. `{"scale": 0.8}` for LoRA).
             callback_on_step_end, callback_on_step_end_tensor_inputs: called as `callback(pipe, i, t, kwargs)` after
                 each step; may return replacements for `latents`; set `pipe._interrupt = True` to stop early.
             max_sequence_length (`int`): text token limit (longer prompts are truncated with a warning).
             conditions (`list[FrameCondition]`): images or clips the video must contain, each at a frame index with
-                a strength (image-to-video, extension, loops, connecting clips).
+                a strength (image-to-video, extension, loops, connecting clips), resized to `height` x `width`. Frames
+                given at strength 1 are returned as given: the output holds their input pixels (after that resize and
+                the output type's quantisation), not their VAE round trip.
             video, strength: video-to-video editing (SDEdit): start from `video` noised to level `strength`
-                (1.0 = ignore the video's content, 0.0 = return it unchanged).
+                (1.0 = ignore the video's content, 0.0 = return its VAE reconstruction).
+            strict_size (`bool`, defaults to `False`): refuse, as diffusers' pipelines do, a `height`, `width` or
+                `num_frames` the model cannot take directly, instead of generating a covering size and cropping.
+            return_decoded_conditions (`bool`, defaults to `False`): return the model's rendering (the VAE decode)
+                of the frames given at strength 1 instead of their input pixels.
         """
         # 1. Check inputs
         height = height or self.config.default_height
@@ -486,8 +560,10 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         self.check_inputs(
             prompt, negative_prompt, height, width, num_frames, prompt_embeds, negative_prompt_embeds, output_type,
             guidance_scale, num_inference_steps, num_videos_per_prompt, conditions, strength,
-            callback_on_step_end_tensor_inputs, video,
+            callback_on_step_end_tensor_inputs, video, strict_size=strict_size,
         )  # fmt: skip
+        canvas = self.generation_canvas(height, width, num_frames)
+        self._log_canvas(canvas)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self._guidance_scale = guidance_scale
@@ -502,17 +578,19 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         latent_shape = (
             batch_size,
             self.transformer.config.in_channels,
-            num_latent_frames(num_frames, self.vae_scale_factor_temporal),
-            height // r_s,
-            width // r_s,
+            num_latent_frames(canvas.generation_num_frames, self.vae_scale_factor_temporal),
+            canvas.generation_height // r_s,
+            canvas.generation_width // r_s,
         )
         noise = self.prepare_latents(latent_shape, torch.float32, device, generator, latents)
         source = self.preprocess_frames(video, height, width, name="video") if video is not None else None
         if source is not None and source.shape[2] != num_frames:
             raise ValueError(f"`video` has {source.shape[2]} frames but `num_frames` is {num_frames}.")
         _check_clip_batch(source, num_prompts, "video")
-        prepared = [self.prepare_condition(c, num_frames, height, width, i) for i, c in enumerate(conditions or [])]
-        for i, (clip, _, _) in enumerate(prepared):
+        if source is not None:
+            source = canvas.pad_time(canvas.pad_space(source))
+        prepared = [self._prepare_condition(c, canvas, i) for i, c in enumerate(conditions or [])]
+        for i, (clip, _, _, _) in enumerate(prepared):
             _check_clip_batch(clip, num_prompts, f"conditions[{i}].frames")
 
         # 2. Encode the prompts
@@ -528,7 +606,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         # 3. Encode the conditioning frames into one (cond_latents, cond_sigma) pair
         encoded = [
             self.encode_condition(clip, latent_index, video_start, cond.strength, batch_size)
-            for (clip, latent_index, video_start), cond in zip(prepared, conditions or [])
+            for (clip, latent_index, video_start, _), cond in zip(prepared, conditions or [])
         ]
         cond_latents, cond_sigma = build_condition(latent_shape, encoded, device=device)
 
@@ -575,17 +653,38 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                     negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
                 progress_bar.update()
 
-        # 7. Conditioning frames given at strength 1 end exactly clean; decode
+        # 7. Conditioning frames given at strength 1 end exactly clean; decode, crop to the request, and show the
+        # frames given at strength 1 as they were given
         latents = torch.where((cond_sigma == 0).view(1, 1, -1, 1, 1), cond_latents, latents)
         if output_type == "latent":
-            frames = latents
+            frames = latents  # the whole generation canvas, uncropped
         else:
-            frames = self.video_processor.postprocess_video(self.decode_latents(latents), output_type=output_type)
+            video = canvas.crop(self.decode_latents(latents))
+            if not return_decoded_conditions:
+                video = keep_given_frames(video, [given for *_, given in prepared])
+            frames = self.video_processor.postprocess_video(video, output_type=output_type)
 
         self.maybe_free_model_hooks()
         if not return_dict:
             return (frames,)
         return SoraPipelineOutput(frames=frames)
+
+    def _log_canvas(self, canvas: GenerationCanvas) -> None:
+        """Say at info level when a request is generated larger than asked and cut back."""
+        if canvas.crops_space:
+            r_s, (_, patch_h, patch_w) = self.vae_scale_factor_spatial, self.transformer.config.patch_size
+            multiples = f"{r_s * patch_h}" if patch_h == patch_w else f"{r_s * patch_w} (width) and {r_s * patch_h}"
+            logger.info(
+                f"Generating {canvas.generation_width}x{canvas.generation_height} (width x height) and "
+                f"centre-cropping to the requested {canvas.width}x{canvas.height}: this model's sides are multiples "
+                f"of {multiples}. Pass `strict_size=True` to refuse such sizes instead."
+            )
+        if canvas.trims_frames:
+            logger.info(
+                f"Generating {canvas.generation_num_frames} frames and returning the first {canvas.num_frames}: this "
+                f"model makes 1 + k*{self.vae_scale_factor_temporal} frames. Pass `strict_size=True` to refuse such "
+                "counts instead."
+            )
 
     def _prepare_timesteps(
         self, num_inference_steps: int, strength: float, device, seq_len: int

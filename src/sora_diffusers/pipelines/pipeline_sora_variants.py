@@ -4,12 +4,15 @@ import os
 from typing import Any
 
 import torch
+from diffusers.utils import logging
 
 from .conditioning import FrameCondition
 from .inputs import _video_length, load_frames
 from .pipeline_output import SoraPipelineOutput
 from .pipeline_sora import SoraPipeline
 
+
+logger = logging.get_logger(__name__)
 
 EXTENSION_MODES = ("forward", "backward", "loop", "connect")
 
@@ -30,8 +33,11 @@ class SoraImageToVideoPipeline(SoraPipeline):
         Args:
             image: the first frame (PIL image, array, tensor or path).
             prompt, negative_prompt: what happens next / what to steer away from (diffusers' I2V order).
-            image_strength (`float`, defaults to 1.0): 1.0 keeps the image exactly as frame 0.
-            **kwargs: any argument of `SoraPipeline.__call__` (`conditions` adds more frames).
+            image_strength (`float`, defaults to 1.0): 1.0 keeps the image exactly as frame 0: the output's frame 0 is
+                the image resized to `height` x `width` (`return_decoded_conditions=True` returns the model's
+                rendering of it instead).
+            **kwargs: any argument of `SoraPipeline.__call__` (`conditions` adds more frames; `strict_size`,
+                `return_decoded_conditions`).
         """
         if isinstance(image, (str, os.PathLike)):
             image = load_frames(image, "image")  # here, so an unreadable file is reported as `image`
@@ -42,8 +48,9 @@ class SoraImageToVideoPipeline(SoraPipeline):
 class SoraVideoExtensionPipeline(SoraPipeline):
     """Extend a clip forward or backward in time, loop it seamlessly, or connect it to a second clip.
 
-    The returned video holds the original frames and the new ones in time order (for "loop", the clip followed by
-    frames that lead back into its start).
+    The returned video holds the original frames, exactly as given (resized to the output size), and the new ones in
+    time order (for "loop", the clip followed by frames that lead back into its start);
+    `return_decoded_conditions=True` returns the model's rendering of the given frames instead.
     """
 
     def __call__(
@@ -65,9 +72,11 @@ class SoraVideoExtensionPipeline(SoraPipeline):
                 which ends the video), "loop" (new frames after the clip that lead back into its first frames) or
                 "connect" (`video` at the start, `video_end` at the end, new frames in between).
             video_end: the second clip, for "connect".
-            num_frames (`int`): frames of the whole output, clips included (1 + 4k); defaults to twice the clip,
-                rounded to a valid length.
-            **kwargs: any argument of `SoraPipeline.__call__`.
+            num_frames (`int`): frames of the whole output, clips included; defaults to twice the clip, rounded to a
+                valid length (1 + 4k). Other counts are generated at the next valid one and cut to `num_frames`,
+                except for "loop", whose last frames must lead back into the clip: there the next valid count is used
+                (the loop returns 4 + 1 frames fewer than it).
+            **kwargs: any argument of `SoraPipeline.__call__` (`strict_size`, `return_decoded_conditions`, ...).
         """
         if mode not in EXTENSION_MODES:
             raise ValueError(f"`mode` must be one of {EXTENSION_MODES}, got {mode!r}.")
@@ -83,6 +92,12 @@ class SoraVideoExtensionPipeline(SoraPipeline):
                 f"`num_frames` ({num_frames}) must exceed the frames given ({clip_length + end_length}) so there is "
                 "something to generate."
             )
+        if mode == "loop" and not kwargs.get("strict_size", False):
+            # the head copy must fill the last latent group of the generated video, so the loop cannot be cut shorter
+            valid = self.generation_canvas(num_frames=num_frames).generation_num_frames
+            if valid != num_frames:
+                logger.info(f"A loop needs 1 + k*{r_t} frames: generating {valid}, not `num_frames`={num_frames}.")
+            num_frames = valid
         conditions = {
             "forward": [FrameCondition(video, 0)],
             "backward": [FrameCondition(video, -clip_length)],
