@@ -102,10 +102,12 @@ def strip(task: str, prompt: str, video: np.ndarray, given: set[int], count: int
     height, width = video.shape[1:3]
     scale = THUMB / max(height, width)
     tw, th = max(1, round(width * scale)), max(1, round(height * scale))
-    label_h = 30
-    canvas = PIL.Image.new("RGB", (len(indices) * (tw + GAP) + GAP, th + label_h + 2 * GAP), (16, 16, 16))
+    label_h, label = 30, f'{task}: "{prompt}"'
+    label_w = PIL.ImageDraw.Draw(PIL.Image.new("RGB", (1, 1))).textlength(label)  # a one-frame strip is narrow
+    width_px = max(len(indices) * (tw + GAP) + GAP, int(label_w) + 2 * GAP)
+    canvas = PIL.Image.new("RGB", (width_px, th + label_h + 2 * GAP), (16, 16, 16))
     draw = PIL.ImageDraw.Draw(canvas)
-    draw.text((GAP, 2), f'{task}: "{prompt}"', fill=LABEL_RGB)
+    draw.text((GAP, 2), label, fill=LABEL_RGB)
     for k, index in enumerate(indices):
         x, y = GAP + k * (tw + GAP), label_h
         canvas.paste(PIL.Image.fromarray(video[index]).resize((tw, th), PIL.Image.BILINEAR), (x, y))
