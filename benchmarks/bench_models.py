@@ -1,4 +1,4 @@
-"""Issue-level model benchmark in one run: DiT forward vs diffusers' Wan transformer, VAE long-clip decode vs
+"""The model benchmarks in one run: DiT forward vs diffusers' Wan transformer, VAE long-clip decode vs
 diffusers' AutoencoderKLWan (time and peak memory). Each part prints its own table; see bench_transformer.py and
 bench_vae.py for what they measure and how.
 

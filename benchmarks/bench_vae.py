@@ -36,7 +36,7 @@ Workers run one after the other; on a machine shared with other jobs, compare ti
 per-frame shapes: outputs differ by ~1e-3.
 
 Measured (defaults, 129 frames; 2 CPU cores, quiet VM, `--repeats 3`), after the per-tap channels-last CPU path
-of `CausalConv3d` (2026-11-23, session 3). Decode to an mp4: peak 0.47x (134.6 vs 63.4 MiB) at time 0.73x (14.75
+of `CausalConv3d` (2026-11-23). Decode to an mp4: peak 0.47x (134.6 vs 63.4 MiB) at time 0.73x (14.75
 vs 10.81 s); beyond the 49.3 MiB causal cache 0.17x. Decode to a tensor: peak 0.64x (136.5 vs 86.9 MiB) at time
 0.70x (14.44 vs 10.04 s). The tensor task cannot reach 0.5x here for an exact decoder: the causal cache (49.3 MiB,
 which diffusers holds too) plus the returned video (24.2 MiB) are 0.54x of diffusers' peak before any activation.

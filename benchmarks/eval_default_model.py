@@ -94,7 +94,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass(frozen=True)
 class Target:
-    """One issue target: the mean over clips of `metric` (a per-clip score) compared with `threshold`."""
+    """One target: the mean over clips of `metric` (a per-clip score) compared with `threshold`."""
 
     task: str
     metric: str

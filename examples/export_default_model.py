@@ -38,7 +38,7 @@ from _common import load_vae  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "src" / "sora_diffusers" / "default_model"
-MAX_SIZE_MB = 30.0  # issue 5: the shipped VAE + transformer, 16-bit safetensors
+MAX_SIZE_MB = 30.0  # the default-model size target (2026-11): the shipped VAE + transformer, 16-bit safetensors
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 MODEL_ENTRIES = ("model_index.json", "transformer", "vae", "scheduler")  # what a default model folder holds
 
