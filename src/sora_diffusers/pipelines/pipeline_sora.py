@@ -511,9 +511,12 @@ class SoraPipeline(DiffusionPipeline):
                 )
                 prev_sigma = sigma
                 timestep = self._model_timestep(t, frame_sigma, per_frame, num_train_timesteps, batch_size)
+                # where the loop is, for diffusers' caches (FirstBlockCache, MagCache, TaylorSeer, ...)
+                cache_context_kwargs = {"step_index": i, "sigma": sigma, "num_inference_steps": len(timesteps)}
                 noise_pred = self._predict(
-                    latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask
-                )
+                    self.transformer, latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds,
+                    negative_mask, cache_context_kwargs,
+                )  # fmt: skip
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
@@ -573,23 +576,42 @@ class SoraPipeline(DiffusionPipeline):
             return (frame_sigma * num_train_timesteps).to(t.device).expand(batch_size, -1)
         return t.expand(batch_size).float()
 
-    def _predict(self, latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask):
-        """The transformer's velocity, with classifier-free guidance as one batched call."""
-        model_input = latents.to(self.transformer.dtype)
+    def _predict(
+        self,
+        transformer: DiTVideoTransformer3D,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        negative_prompt_embeds: torch.Tensor | None,
+        negative_mask: torch.Tensor | None,
+        cache_context_kwargs: dict[str, Any],
+    ) -> torch.Tensor:
+        """`transformer`'s velocity, with classifier-free guidance.
+
+        Without a cache, guidance is one batched call. diffusers' caches (`transformer.enable_cache(...)`) keep their
+        state per named call, so then the conditional and unconditional predictions are two calls, each in its own
+        `cache_context` ("cond" / "uncond"), as in diffusers' `WanPipeline`.
+        """
+        model_input = latents.to(transformer.dtype)
+        kwargs = {"attention_kwargs": self._attention_kwargs, "return_dict": False}
+        if self.do_classifier_free_guidance and not getattr(transformer, "is_cache_enabled", False):
+            both = transformer(
+                torch.cat([model_input, model_input]),
+                torch.cat([timestep, timestep]),
+                torch.cat([prompt_embeds, negative_prompt_embeds]),
+                torch.cat([prompt_mask, negative_mask]),
+                **kwargs,
+            )[0].float()
+            cond, uncond = both.chunk(2)
+            return uncond + self.guidance_scale * (cond - uncond)
+
+        with transformer.cache_context("cond", **cache_context_kwargs):
+            cond = transformer(model_input, timestep, prompt_embeds, prompt_mask, **kwargs)[0].float()
         if not self.do_classifier_free_guidance:
-            return self.transformer(
-                model_input, timestep, prompt_embeds, prompt_mask, attention_kwargs=self._attention_kwargs,
-                return_dict=False,
-            )[0].float()  # fmt: skip
-        both = self.transformer(
-            torch.cat([model_input, model_input]),
-            torch.cat([timestep, timestep]),
-            torch.cat([prompt_embeds, negative_prompt_embeds]),
-            torch.cat([prompt_mask, negative_mask]),
-            attention_kwargs=self._attention_kwargs,
-            return_dict=False,
-        )[0].float()
-        cond, uncond = both.chunk(2)
+            return cond
+        with transformer.cache_context("uncond", **cache_context_kwargs):
+            uncond = transformer(model_input, timestep, negative_prompt_embeds, negative_mask, **kwargs)[0].float()
         return uncond + self.guidance_scale * (cond - uncond)
 
 
