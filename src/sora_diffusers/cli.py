@@ -416,3 +416,7 @@ def _non_negative_float(text: str) -> float:
 
 def _unit_float(text: str) -> float:
     return _number(text, float, lambda value: 0 <= value <= 1, "a number from 0 to 1")
+
+
+if __name__ == "__main__":  # python -m sora_diffusers.cli (python -m sora_diffusers is the same)
+    sys.exit(main())
