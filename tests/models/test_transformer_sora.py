@@ -262,31 +262,7 @@ def test_bad_config_raises_value_error(kwargs, match):
         DiTVideoTransformer3D(**{**TINY_TRANSFORMER_CONFIG, **kwargs})
 
 
-# ---- diffusers integrations: caches, LoRA --------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def test_first_block_cache_reuses_the_tail_when_the_first_block_barely_changes(tiny_transformer):
-    """diffusers' FirstBlockCache wraps our blocks (registered in TransformerBlockRegistry): with threshold 0 every
-    step recomputes (same output as no cache); with a huge threshold the second call reuses the cached tail."""
-    from diffusers.hooks import FirstBlockCacheConfig
-
-    x, t, text = _inputs((1, 4, 2, 4, 4))
-    reference = tiny_transformer(x, t, text).sample
-    tiny_transformer.enable_cache(FirstBlockCacheConfig(threshold=0.0))
-    with tiny_transformer.cache_context("cond"):
-        torch.testing.assert_close(tiny_transformer(x, t, text).sample, reference, atol=1e-6, rtol=0)
-    tiny_transformer.disable_cache()
-
-    calls = []
-    hook = tiny_transformer.blocks[1].attn1.register_forward_pre_hook(lambda module, args: calls.append(1))
-    tiny_transformer.enable_cache(FirstBlockCacheConfig(threshold=1e9))
-    with tiny_transformer.cache_context("cond"):
-        tiny_transformer(x, t, text)
-        tiny_transformer(x, t + 1.0, text)  # first block's residual change is far below the threshold
-    tiny_transformer.disable_cache()
-    hook.remove()
-    assert len(calls) == 1  # block 1 computed on the first call only (a skipped block never reaches its attention)
+# ---- diffusers integrations: LoRA (the caches run through the pipeline: tests/pipelines/test_caches.py) -------------
 
 
 def test_lora_adapter_targets_diffusers_module_names(tiny_transformer):

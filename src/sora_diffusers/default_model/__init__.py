@@ -51,7 +51,11 @@ def minilm_path() -> str:
 
 def missing_text_components(model_path: str | Path) -> list[str]:
     """The text components a saved pipeline folder leaves out (saved as `[null, null]` in `model_index.json`)."""
-    index = json.loads((Path(model_path) / "model_index.json").read_text())
+    path = Path(model_path) / "model_index.json"
+    try:
+        index = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
     return [name for name in TEXT_COMPONENTS if index.get(name, [None, None])[0] is None]
 
 

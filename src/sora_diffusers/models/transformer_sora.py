@@ -5,6 +5,7 @@ With `patch_size=(1, 2, 2)`, `qk_norm=True`, `cross_attn_norm=True` and Wan's si
 `WanTransformer3DModel` (Wan 2.1 T2V) computes; `sora_diffusers.loaders.original_checkpoint` converts the weights.
 """
 
+import dataclasses
 import functools
 import math
 from typing import Any
@@ -138,6 +139,9 @@ class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
     _no_split_modules = ["DiTVideoBlock"]
     _keep_in_fp32_modules = ["time_embedder", "scale_shift_table", "norm1", "norm2", "norm3"]
     _repeated_blocks = ["DiTVideoBlock"]
+    # What TaylorSeer caches when its config names no modules: diffusers' default patterns look for modules named
+    # `attn`, which this model (named like Wan) does not have, so they would hook nothing.
+    _taylorseer_cache_identifiers = [r"blocks\.\d+\.attn1", r"blocks\.\d+\.attn2"]
     _cp_plan = {
         "rope": {
             0: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True),
@@ -192,6 +196,24 @@ class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixi
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, inner_dim) / inner_dim**0.5)
 
         self.gradient_checkpointing = False
+
+    def enable_cache(self, config) -> None:
+        r"""diffusers' `CacheMixin.enable_cache` (FirstBlockCache, MagCache, TaylorSeer, ...); `SoraPipeline` runs each
+        denoising call in a `cache_context`.
+
+        A `TaylorSeerCacheConfig` that names no modules (no `cache_identifiers`, `skip_predict_identifiers` or
+        `use_lite_mode`) caches the self- and cross-attention of every block (`blocks.N.attn1`, `blocks.N.attn2`).
+        """
+        from diffusers.hooks import TaylorSeerCacheConfig
+
+        if (
+            isinstance(config, TaylorSeerCacheConfig)
+            and not config.use_lite_mode
+            and config.cache_identifiers is None
+            and config.skip_predict_identifiers is None
+        ):
+            config = dataclasses.replace(config, cache_identifiers=list(self._taylorseer_cache_identifiers))
+        super().enable_cache(config)
 
     @_apply_lora_scale
     def forward(

@@ -1,3 +1,6 @@
+# diffusers (0.42) loads a saved component only from a module that is already imported, so every module a saved Sora
+# pipeline names in its model_index.json is imported with the pipelines (the models are, by pipeline_sora.py).
+from ..schedulers import scheduling_flow_match  # noqa: F401
 from .conditioning import FrameCondition, LatentCondition, build_condition
 from .pipeline_output import SoraPipelineOutput
 from .pipeline_sora import SoraPipeline

@@ -420,10 +420,48 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         return ((latents - mean) / std).float()
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents -> (B, 3, T, H, W) pixels in [-1, 1]."""
+        """Normalised latents -> (B, 3, T, H, W) pixels in [-1, 1], with a progress bar counted in frames."""
         mean, std = _latent_stats(self.vae, latents)
         latents = (latents * std + mean).to(self.vae.dtype)
-        return self.vae.decode(latents, return_dict=False)[0]
+        num_frames = 1 + (latents.shape[2] - 1) * self.vae_scale_factor_temporal
+        with self._frames_progress_bar(num_frames, "Decoding") as progress_bar:
+            if not hasattr(self.vae, "decode_frames"):  # diffusers' AutoencoderKLWan: one call, one update
+                video = self.vae.decode(latents, return_dict=False)[0]
+                progress_bar.update(video.shape[2])
+                return video
+            # The VAE's own temporal chunks (`enable_temporal_chunking`), streamed: the frames are `decode`'s exactly.
+            chunk = self.vae.num_latent_frames_per_chunk or latents.shape[2]
+            video, done = None, 0
+            for frames in self.vae.decode_frames(latents, num_latent_frames=chunk):  # (B, 3, t, H, W) blocks
+                if video is None:
+                    video = frames.new_empty(*frames.shape[:2], num_frames, *frames.shape[3:])  # (B, 3, T, H, W)
+                video[:, :, done : done + frames.shape[2]] = frames
+                done += frames.shape[2]
+                progress_bar.update(frames.shape[2])
+            return video
+
+    def _frames_progress_bar(self, total: int, desc: str):
+        """`self.progress_bar` (so `set_progress_bar_config` applies, `disable=True` included), named and counted in
+        frames."""
+        config = getattr(self, "_progress_bar_config", {})
+        self._progress_bar_config = {"desc": desc, "unit": "frame", **config}  # the user's settings win
+        try:
+            return self.progress_bar(total=total)
+        finally:
+            self._progress_bar_config = config
+
+    def _encode_conditions(
+        self, prepared: list[tuple], conditions: list[FrameCondition], batch_size: int
+    ) -> list[LatentCondition]:
+        """`encode_condition` on every clip from `_prepare_condition`, with a progress bar counted in frames."""
+        if not prepared:
+            return []
+        encoded = []
+        with self._frames_progress_bar(sum(clip.shape[2] for clip, *_ in prepared), "Encoding conditions") as bar:
+            for (clip, latent_index, video_start, *_), condition in zip(prepared, conditions):
+                encoded.append(self.encode_condition(clip, latent_index, video_start, condition.strength, batch_size))
+                bar.update(clip.shape[2])
+        return encoded
 
     def prepare_condition(
         self, condition: FrameCondition, num_frames: int, height: int, width: int, index: int = 0
@@ -604,10 +642,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             negative_prompt_embeds = negative_prompt_embeds.to(transformer_dtype)
 
         # 3. Encode the conditioning frames into one (cond_latents, cond_sigma) pair
-        encoded = [
-            self.encode_condition(clip, latent_index, video_start, cond.strength, batch_size)
-            for (clip, latent_index, video_start, _), cond in zip(prepared, conditions or [])
-        ]
+        encoded = self._encode_conditions(prepared, conditions or [], batch_size)
         cond_latents, cond_sigma = build_condition(latent_shape, encoded, device=device)
 
         # 4. Prepare timesteps
@@ -618,7 +653,9 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         # 5. Prepare latents: the noise drawn in step 1, or the source video noised to the first step's level (SDEdit)
         if source is not None:
             sigma_start = float(self.scheduler.sigmas[first_step])
-            source_latents = self.encode_video(source).repeat_interleave(batch_size // source.shape[0], dim=0)
+            with self._frames_progress_bar(source.shape[2], "Encoding video") as progress_bar:
+                source_latents = self.encode_video(source).repeat_interleave(batch_size // source.shape[0], dim=0)
+                progress_bar.update(source.shape[2])
             latents = (1 - sigma_start) * source_latents + sigma_start * noise
         else:
             latents = noise.clone()
@@ -637,9 +674,12 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                 )
                 prev_sigma = sigma
                 timestep = self._model_timestep(t, frame_sigma, per_frame, num_train_timesteps, batch_size)
+                # where the loop is, for diffusers' caches (FirstBlockCache, MagCache, TaylorSeer, ...)
+                cache_context_kwargs = {"step_index": i, "sigma": sigma, "num_inference_steps": len(timesteps)}
                 noise_pred = self._predict(
-                    latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask
-                )
+                    self.transformer, latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds,
+                    negative_mask, cache_context_kwargs,
+                )  # fmt: skip
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
@@ -720,23 +760,42 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             return (frame_sigma * num_train_timesteps).to(t.device).expand(batch_size, -1)
         return t.expand(batch_size).float()
 
-    def _predict(self, latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask):
-        """The transformer's velocity, with classifier-free guidance as one batched call."""
-        model_input = latents.to(self.transformer.dtype)
+    def _predict(
+        self,
+        transformer: DiTVideoTransformer3D,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        negative_prompt_embeds: torch.Tensor | None,
+        negative_mask: torch.Tensor | None,
+        cache_context_kwargs: dict[str, Any],
+    ) -> torch.Tensor:
+        """`transformer`'s velocity, with classifier-free guidance.
+
+        Without a cache, guidance is one batched call. diffusers' caches (`transformer.enable_cache(...)`) keep their
+        state per named call, so then the conditional and unconditional predictions are two calls, each in its own
+        `cache_context` ("cond" / "uncond"), as in diffusers' `WanPipeline`.
+        """
+        model_input = latents.to(transformer.dtype)
+        kwargs = {"attention_kwargs": self._attention_kwargs, "return_dict": False}
+        if self.do_classifier_free_guidance and not getattr(transformer, "is_cache_enabled", False):
+            both = transformer(
+                torch.cat([model_input, model_input]),
+                torch.cat([timestep, timestep]),
+                torch.cat([prompt_embeds, negative_prompt_embeds]),
+                torch.cat([prompt_mask, negative_mask]),
+                **kwargs,
+            )[0].float()
+            cond, uncond = both.chunk(2)
+            return uncond + self.guidance_scale * (cond - uncond)
+
+        with transformer.cache_context("cond", **cache_context_kwargs):
+            cond = transformer(model_input, timestep, prompt_embeds, prompt_mask, **kwargs)[0].float()
         if not self.do_classifier_free_guidance:
-            return self.transformer(
-                model_input, timestep, prompt_embeds, prompt_mask, attention_kwargs=self._attention_kwargs,
-                return_dict=False,
-            )[0].float()  # fmt: skip
-        both = self.transformer(
-            torch.cat([model_input, model_input]),
-            torch.cat([timestep, timestep]),
-            torch.cat([prompt_embeds, negative_prompt_embeds]),
-            torch.cat([prompt_mask, negative_mask]),
-            attention_kwargs=self._attention_kwargs,
-            return_dict=False,
-        )[0].float()
-        cond, uncond = both.chunk(2)
+            return cond
+        with transformer.cache_context("uncond", **cache_context_kwargs):
+            uncond = transformer(model_input, timestep, negative_prompt_embeds, negative_mask, **kwargs)[0].float()
         return uncond + self.guidance_scale * (cond - uncond)
 
 
