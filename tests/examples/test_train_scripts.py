@@ -16,25 +16,24 @@ import pytest
 import torch
 from PIL import Image
 
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-sys.path.insert(0, str(EXAMPLES))
-
-import _common  # noqa: E402
-import _data  # noqa: E402
-import _latents  # noqa: E402
-import train_text_to_video  # noqa: E402
-import train_vae  # noqa: E402
-
-from sora_diffusers import DiTVideoTransformer3D, FrameCondition, SoraPipeline, SpacetimeVAE  # noqa: E402
-from sora_diffusers.data import Bucket, make_buckets, read_video, write_dataset  # noqa: E402
-from sora_diffusers.training.conditioning_sampler import (  # noqa: E402
+from sora_diffusers import DiTVideoTransformer3D, FrameCondition, SoraPipeline, SpacetimeVAE
+from sora_diffusers.data import Bucket, make_buckets, read_video, write_dataset
+from sora_diffusers.training import autoencoder, caches, conditioning_sampler, datasets
+from sora_diffusers.training.buckets import BucketBatchSampler, nearest_bucket
+from sora_diffusers.training.conditioning_sampler import (
     CONDITION_MODES,
     normalize_condition_probs,
     sample_condition_mask,
     tail_clip_start,
     tail_length_of,
 )
+from sora_diffusers.training.logging import plot_curve
+
+from ..conftest import load_script
+
+
+train_vae = load_script("examples/train_vae.py")
+train_text_to_video = load_script("examples/train_text_to_video.py")
 
 
 COMMON_FLAGS = [
@@ -281,7 +280,7 @@ def test_dit_trains_from_a_cached_folder_of_videos(vae_run, tmp_path):
     result = run(train_text_to_video.main, argv)
     assert math.isfinite(result["last_record"]["loss"])
     assert len(list(cache.glob("*.pt"))) == 5 and (cache / "info.json").is_file()
-    item = _latents.CachedLatentDataset(cache, 5)[0]
+    item = caches.CachedLatentDataset(cache, 5)[0]
     assert item["latents"].shape[:2] == (4, 3) and item["tail_length"] == 1 and item["caption"]
     _assert_readable_video(tmp_path / "out" / "validation" / "step-000002_extend.mp4", 64, 32)
 
@@ -366,7 +365,7 @@ def test_training_condition_latents_match_the_pipeline(vae_run, tail_length):
     vae = SpacetimeVAE.from_pretrained(vae_run[0]).eval()
     pipe = SoraPipeline(None, None, None, vae, None)
     video = torch.rand(1, 3, 13, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 4 latent frames
-    latents = _latents.encode_clips(vae, video)
+    latents = conditioning_sampler.encode_clips(vae, video)
 
     clip, latent_index, video_start = pipe.prepare_condition(FrameCondition(video[:, :, :5], 0), 13, 32, 32)
     head = pipe.encode_condition(clip, latent_index, video_start, 1.0, 1)
@@ -377,7 +376,9 @@ def test_training_condition_latents_match_the_pipeline(vae_run, tail_length):
     clip, latent_index, video_start = pipe.prepare_condition(FrameCondition(video[:, :, start:], start), 13, 32, 32)
     tail = pipe.encode_condition(clip, latent_index, video_start, 1.0, 1)
     assert tail.latent_index == 4 - tail_length
-    torch.testing.assert_close(_latents.encode_tails(vae, video, tail_length), tail.latents, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        conditioning_sampler.encode_tails(vae, video, tail_length), tail.latents, rtol=1e-5, atol=1e-5
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -388,7 +389,7 @@ def test_training_condition_latents_match_the_pipeline(vae_run, tail_length):
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_bucket_batch_sampler_keeps_one_bucket_per_batch(drop_last):
     bucket_ids = np.random.default_rng(0).integers(0, 4, size=103)
-    sampler = _data.BucketBatchSampler(bucket_ids, batch_size=5, drop_last=drop_last, seed=1)
+    sampler = BucketBatchSampler(bucket_ids, batch_size=5, drop_last=drop_last, seed=1)
     batches = list(sampler)
     assert len(batches) == len(sampler)
     assert all(len({bucket_ids[i] for i in batch}) == 1 for batch in batches)
@@ -405,11 +406,11 @@ def test_bucket_batch_sampler_keeps_one_bucket_per_batch(drop_last):
 
 def test_nearest_bucket_and_resize_crop():
     buckets = make_buckets(64, (9, 17))  # landscape 64x32, portrait 32x64, square 64x64
-    assert buckets[_data.nearest_bucket(1920, 1080, 40, buckets)] == Bucket(64, 32, 17)
-    assert buckets[_data.nearest_bucket(300, 500, 12, buckets)] == Bucket(32, 64, 9)
-    assert _data.nearest_bucket(100, 100, 5, buckets) is None  # shorter than every bucket
+    assert buckets[nearest_bucket(1920, 1080, 40, buckets)] == Bucket(64, 32, 17)
+    assert buckets[nearest_bucket(300, 500, 12, buckets)] == Bucket(32, 64, 9)
+    assert nearest_bucket(100, 100, 5, buckets) is None  # shorter than every bucket
     video = np.random.default_rng(0).integers(0, 256, size=(9, 90, 160, 3), dtype=np.uint8)
-    clip = _data.resize_crop(video, 64, 32)
+    clip = datasets.resize_crop(video, 64, 32)
     assert clip.shape == (3, 9, 32, 64) and clip.min() >= -1 and clip.max() <= 1
 
 
@@ -420,7 +421,7 @@ def test_video_folder_reads_txt_captions_and_csv_metadata(tmp_path):
     data = write_dataset(tmp_path, 3, make_buckets(32, (9,), ("square", "portrait")), seed=1)
     rows = [json.loads(line) for line in open(data / "metadata.jsonl")]
     (data / "metadata.jsonl").unlink()  # now: mp4 + same-name .txt, sizes read from the file headers
-    dataset = _data.VideoFolderDataset(data, buckets)
+    dataset = datasets.VideoFolderDataset(data, buckets)
     assert dataset.captions == [row["text"] for row in rows]
     for index in range(3):
         bucket = buckets[dataset.bucket_ids[index]]
@@ -431,13 +432,13 @@ def test_video_folder_reads_txt_captions_and_csv_metadata(tmp_path):
         writer = csv.DictWriter(f, ["file_name", "text"])
         writer.writeheader()
         writer.writerow({"file_name": "clip_000001.mp4", "text": "from the csv"})
-    dataset = _data.VideoFolderDataset(data, buckets)
+    dataset = datasets.VideoFolderDataset(data, buckets)
     assert len(dataset) == 1 and dataset.captions == ["from the csv"]
 
 
 def test_shapes_dataset_bucket_ids_match_the_rendered_clips():
     buckets = make_buckets(32, (5, 9))
-    dataset, bucket_ids = _data.shapes_dataset(12, buckets, seed=0, group_size=3)
+    dataset, bucket_ids = datasets.shapes_dataset(12, buckets, seed=0, group_size=3)
     for index in (0, 4, 11):
         bucket = buckets[bucket_ids[index]]
         assert dataset[index]["video"].shape == (3, bucket.num_frames, bucket.height, bucket.width)
@@ -445,7 +446,7 @@ def test_shapes_dataset_bucket_ids_match_the_rendered_clips():
 
 def test_loss_curve_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
-    path = _common.plot_curve(list(range(1, 50)), [1.0 / s for s in range(1, 50)], tmp_path / "loss.png")
+    path = plot_curve(list(range(1, 50)), [1.0 / s for s in range(1, 50)], tmp_path / "loss.png")
     _assert_readable_png(path)
 
 
@@ -512,14 +513,14 @@ def test_tail_clip_start_matches_the_vae_grouping():
 def test_random_crop_windows_stay_inside_the_frame_and_are_seeded():
     video = torch.arange(2 * 3 * 5 * 64 * 96, dtype=torch.float32).reshape(2, 3, 5, 64, 96)
 
-    crops = [train_vae.random_crop(video, 32, np.random.default_rng(seed)) for seed in (0, 0, 1)]
+    crops = [autoencoder.random_crop(video, 32, np.random.default_rng(seed)) for seed in (0, 0, 1)]
 
     assert crops[0].shape == (2, 3, 5, 32, 32)
     assert torch.equal(crops[0], crops[1]) and not torch.equal(crops[0], crops[2])
     top, left = divmod(int(crops[0][0, 0, 0, 0, 0]), 96)  # the crop's first pixel gives its window
     assert torch.equal(crops[0], video[..., top : top + 32, left : left + 32])
-    assert train_vae.random_crop(video, 128, np.random.default_rng(0)).shape == video.shape  # larger than the frame
-    assert train_vae.random_crop(video, None, np.random.default_rng(0)) is video
+    assert autoencoder.random_crop(video, 128, np.random.default_rng(0)).shape == video.shape  # larger than the frame
+    assert autoencoder.random_crop(video, None, np.random.default_rng(0)) is video
 
 
 def test_gradient_difference_scores_edges_not_offsets():
@@ -527,13 +528,13 @@ def test_gradient_difference_scores_edges_not_offsets():
     the mean L1 distance between the two images' gradients, which is larger than the reconstruction's own L1."""
     target = torch.zeros(1, 1, 1, 4, 8)
     target[..., 4:] = 1.0  # a vertical edge: one horizontal step of 1 per row
-    assert train_vae.gradient_difference(torch.full_like(target, 0.3)).item() == 0.0  # error = recon - target
+    assert autoencoder.gradient_difference(torch.full_like(target, 0.3)).item() == 0.0  # error = recon - target
 
     blurred = target.clone()
     blurred[..., 3], blurred[..., 4] = 1 / 3, 2 / 3  # the step spread over 3 pixel gaps of 1/3 each
     # horizontal gradients per row: target (0, 0, 0, 1, 0, 0, 0), blurred (0, 0, 1/3, 1/3, 1/3, 0, 0): 4/3 over 7 gaps
     expected = (4 / 3) / 7
-    assert abs(train_vae.gradient_difference(blurred - target).item() - expected) < 1e-6
+    assert abs(autoencoder.gradient_difference(blurred - target).item() - expected) < 1e-6
     assert (blurred - target).abs().mean().item() < expected  # L1 sees the blur less than the gradient term does
 
 
@@ -557,8 +558,8 @@ def test_vae_init_passes_the_input_to_the_latents_and_starts_with_a_narrow_poste
 
     default = SpacetimeVAE(**config).eval()
     initialised = SpacetimeVAE(**config).eval()
-    train_vae.init_convs_kaiming_(initialised)
-    train_vae.init_posterior_logvar_(initialised, -6.0)
+    autoencoder.init_convs_kaiming_(initialised)
+    autoencoder.init_posterior_logvar_(initialised, -6.0)
 
     assert input_dependence(default) < 0.12 and input_dependence(initialised) > 0.3
     with torch.no_grad():

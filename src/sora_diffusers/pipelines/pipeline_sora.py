@@ -19,15 +19,17 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..models.autoencoder_spacetime import SpacetimeVAE
 from ..models.transformer_sora import DiTVideoTransformer3D
+from ..training.flow_matching import add_noise
 from .conditioning import (
     FrameCondition,
     LatentCondition,
     align_condition,
     build_condition,
+    encode_clip,
     impose_condition,
+    latent_stats,
     nearest_valid_num_frames,
     num_latent_frames,
-    with_lead_frames,
 )
 from .inputs import _check_clip_batch, _num_prompts, _video_length, frames_to_tensor
 from .pipeline_output import SoraPipelineOutput
@@ -373,15 +375,11 @@ class SoraPipeline(DiffusionPipeline):
 
     def encode_video(self, video: torch.Tensor, generator=None, sample: bool = False) -> torch.Tensor:
         """(B, 3, T, H, W) pixels -> normalised latents (B, C, T', H', W') (posterior mode unless `sample`)."""
-        video = video.to(device=self._execution_device, dtype=self.vae.dtype)
-        posterior = self.vae.encode(video).latent_dist
-        latents = posterior.sample(generator) if sample else posterior.mode()
-        mean, std = _latent_stats(self.vae, latents)
-        return ((latents - mean) / std).float()
+        return encode_clip(self.vae, video.to(device=self._execution_device), generator=generator, sample=sample)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> (B, 3, T, H, W) pixels in [-1, 1]."""
-        mean, std = _latent_stats(self.vae, latents)
+        mean, std = latent_stats(self.vae, latents)
         latents = (latents * std + mean).to(self.vae.dtype)
         return self.vae.decode(latents, return_dict=False)[0]
 
@@ -407,9 +405,8 @@ class SoraPipeline(DiffusionPipeline):
         self, clip: torch.Tensor, latent_index: int, video_start: bool, strength: float, batch_size: int
     ) -> LatentCondition:
         """Pixels from `prepare_condition` -> `LatentCondition` for a batch of `batch_size` videos."""
-        if not video_start:  # encoded at its place in the video, after a still copy of its first frame
-            clip = with_lead_frames(clip, latent_index, self.vae_scale_factor_temporal)
-        latents = self.encode_video(clip)[:, :, latent_index:]  # a video start has latent_index 0
+        clip = clip.to(device=self._execution_device)
+        latents = encode_clip(self.vae, clip, 0 if video_start else latent_index, self.vae_scale_factor_temporal)
         return LatentCondition(
             latents.repeat_interleave(batch_size // latents.shape[0], dim=0), latent_index, strength
         )
@@ -540,7 +537,7 @@ class SoraPipeline(DiffusionPipeline):
         if source is not None:
             sigma_start = float(self.scheduler.sigmas[first_step])
             source_latents = self.encode_video(source).repeat_interleave(batch_size // source.shape[0], dim=0)
-            latents = (1 - sigma_start) * source_latents + sigma_start * noise
+            latents = add_noise(source_latents, noise, sigma_start)
         else:
             latents = noise.clone()
         per_frame = bool(getattr(self.transformer.config, "per_frame_timesteps", False))
@@ -661,16 +658,6 @@ def _has_dtype(module: torch.nn.Module, dtype: torch.dtype) -> bool:
         if not (tensor.dtype == torch.float32 and keep.intersection(name.split("."))):
             return False
     return True
-
-
-def _latent_stats(vae, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel latent mean and std from the VAE config (zeros/ones if the VAE has none), shaped (1, C, 1, 1, 1)."""
-    C = latents.shape[1]
-    mean = getattr(vae.config, "latents_mean", None) or [0.0] * C
-    std = getattr(vae.config, "latents_std", None) or [1.0] * C
-    view = (1, C, 1, 1, 1)
-    as_tensor = lambda v: torch.tensor(v, device=latents.device, dtype=latents.dtype).view(view)  # noqa: E731
-    return as_tensor(mean), as_tensor(std)
 
 
 def _tokenizer_max_length(tokenizer) -> int:

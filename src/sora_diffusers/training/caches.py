@@ -1,10 +1,11 @@
-"""Latents for the text-to-video script: encoding clips (and their tail conditioning clips) with the frozen VAE, and
-an optional on-disk cache of them (`--cache_latents DIR`) so training runs without the VAE.
+"""Latents for training a transformer on a frozen VAE, encoded once into an on-disk cache (`--cache_latents DIR`)
+with each clip's conditioning tail, so training runs without the VAE.
 
-The latents are the ones `SoraPipeline` uses at inference: normalised posterior means (`SoraPipeline.encode_video`).
-A clip at the head of a video is the head of its encoding (the VAE is causal); a clip at the tail is encoded on its own
-after a copy of its first frame (`SoraPipeline.encode_condition`), so the cache stores one such tail per clip, of a
-length fixed per clip (`cached_tail_length`).
+The latents are the ones `SoraPipeline` conditions on at inference, made by the same function
+(`pipelines.conditioning.encode_clip`, through `conditioning_sampler.encode_clips` / `encode_tails`): normalised
+posterior means. A clip at the head of a video is the head of its encoding (the VAE is causal); a clip at the tail is
+encoded at its place in the video, after a still copy of its first frame, so the cache stores one such tail per clip,
+of a length fixed per clip (`cached_tail_length`).
 """
 
 import json
@@ -13,35 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _data import BucketBatchSampler, build_dataloader
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
-from sora_diffusers import SpacetimeVAE
-from sora_diffusers.pipelines.conditioning import with_lead_frames
-from sora_diffusers.training.conditioning_sampler import tail_clip_start
+from .buckets import BucketBatchSampler
+from .conditioning_sampler import encode_clips, encode_tails
+from .datasets import build_dataloader
 
 
 CACHE_VERSION = 2  # 2: tail latents encoded at their place in the video (`with_lead_frames`), not after one frame
 _TAIL_STREAM = 7
-
-
-@torch.no_grad()
-def encode_clips(vae: SpacetimeVAE, video: torch.Tensor) -> torch.Tensor:
-    """(B, 3, T, H, W) in [-1, 1] -> normalised posterior means (B, C, T', H', W'), float32."""
-    z = vae.encode(video.to(vae.dtype)).latent_dist.mode()
-    return vae.normalize_latents(z).float()
-
-
-@torch.no_grad()
-def encode_tails(vae: SpacetimeVAE, video: torch.Tensor, tail_length: int) -> torch.Tensor:
-    """Latents of the clips that fill the last `tail_length` latent frames, encoded as the pipeline encodes a clip
-    placed mid-video: (B, 3, T, H, W) -> (B, C, tail_length, H', W')."""
-    num_latent_frames = 1 + (video.shape[2] - 1) // vae.temporal_compression_ratio
-    start = tail_clip_start(num_latent_frames, tail_length, vae.temporal_compression_ratio)
-    index = num_latent_frames - tail_length  # the latent frame the tail starts at
-    clip = with_lead_frames(video[:, :, start:], index, vae.temporal_compression_ratio)
-    return encode_clips(vae, clip)[:, :, index:]
 
 
 def cached_tail_length(index: int, num_latent_frames: int, seed: int) -> int:
@@ -66,7 +48,7 @@ class _Indexed(Dataset):
 
 
 def build_latent_cache(
-    cache_dir: str | Path, dataset: Dataset, bucket_ids: np.ndarray, vae: SpacetimeVAE, accelerator, info: dict, args
+    cache_dir: str | Path, dataset: Dataset, bucket_ids: np.ndarray, vae, accelerator, info: dict, args
 ) -> "CachedLatentDataset":
     """Encode every clip of `dataset` once (each process takes every n-th clip; clips already cached are skipped, so
     an interrupted build resumes) and return the cached dataset.
@@ -103,7 +85,7 @@ def build_latent_cache(
     return CachedLatentDataset(cache_dir, len(dataset))
 
 
-def _cache_batch(cache_dir: Path, batch: dict, vae: SpacetimeVAE, device, seed: int) -> None:
+def _cache_batch(cache_dir: Path, batch: dict, vae, device, seed: int) -> None:
     video = batch["video"].to(device)  # (B, 3, T, H, W)
     latents = encode_clips(vae, video)  # (B, C, T', H', W')
     lengths = [cached_tail_length(i, latents.shape[2], seed) for i in batch["index"]]

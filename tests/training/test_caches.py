@@ -1,0 +1,68 @@
+"""The latent cache holds exactly the latents the pipeline conditions on: the cache and `SoraPipeline.encode_condition`
+go through the one recipe (`pipelines.conditioning.encode_clip`), so a model trains on what it is given at inference."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sora_diffusers import FrameCondition, SoraPipeline, SpacetimeVAE
+from sora_diffusers.training.buckets import make_buckets
+from sora_diffusers.training.caches import build_latent_cache
+from sora_diffusers.training.conditioning_sampler import tail_clip_start
+from sora_diffusers.training.datasets import shapes_dataset
+
+from ..pipelines.conftest import TINY_VAE_CONFIG
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class _OneProcess(SimpleNamespace):
+    """What `build_latent_cache` asks of an `Accelerator`, for one process on the CPU."""
+
+    def __init__(self):
+        super().__init__(
+            process_index=0, num_processes=1, is_main_process=True, is_local_main_process=True, device="cpu"
+        )
+
+    def wait_for_everyone(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def vae() -> SpacetimeVAE:
+    torch.manual_seed(0)
+    vae = SpacetimeVAE(**{**TINY_VAE_CONFIG, "latents_mean": [0.1, -0.2, 0.3, 0.0], "latents_std": [0.5, 2, 1, 3]})
+    return vae.eval()
+
+
+@torch.no_grad()  # as in `SoraPipeline.__call__` (oneDNN convolutions round differently when recording gradients)
+def test_cached_latents_are_the_pipelines_conditioning_latents(vae, tmp_path):
+    dataset, bucket_ids = shapes_dataset(6, make_buckets(32, (9, 13), ("square",)), seed=5, group_size=1)
+    args = SimpleNamespace(train_batch_size=1, dataloader_num_workers=0, seed=5)
+    cache = build_latent_cache(tmp_path / "cache", dataset, bucket_ids, vae, _OneProcess(), {"test": 1}, args)
+    pipe = SoraPipeline(None, None, None, vae, None)
+    tails = set()
+    for index in range(len(dataset)):
+        video = dataset[index]["video"][None]  # (1, 3, T, 32, 32)
+        num_frames = video.shape[2]
+        item = cache[index]
+        assert item["caption"] == dataset[index]["caption"]
+
+        clip, latent_index, video_start = pipe.prepare_condition(FrameCondition(video, 0), num_frames, 32, 32)
+        head = pipe.encode_condition(clip, latent_index, video_start, 1.0, 1).latents[0]  # the whole clip
+        assert head.shape == item["latents"].shape
+        assert torch.equal(item["latents"], head.half().float())  # cached in 16 bits, otherwise the same numbers
+
+        k = item["tail_length"]
+        tails.add(k)
+        start = tail_clip_start(head.shape[1], k, vae.temporal_compression_ratio)
+        condition = FrameCondition(video[:, :, start:], start)
+        clip, latent_index, video_start = pipe.prepare_condition(condition, num_frames, 32, 32)
+        tail = pipe.encode_condition(clip, latent_index, video_start, 1.0, 1)
+        assert (tail.latent_index, video_start) == (head.shape[1] - k, False)
+        assert torch.equal(item["tail_latents"], tail.latents[0].half().float())
+        # a tail encoded at its place differs from the same frames of the whole clip's encoding (the causal cache)
+        assert not torch.allclose(item["tail_latents"], head[:, -k:], atol=1e-3)
+    assert len(tails) > 1, tails  # the tail lengths cached vary per clip
