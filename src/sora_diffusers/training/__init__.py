@@ -8,7 +8,7 @@
     caches                latents (with each clip's conditioning tail) encoded once, read from disk
     arguments             the command-line flags every training script shares
     trainer               accelerate setup, optimizer, the step loop with `--stop_at_step`, the final model
-    checkpoints           checkpoint-STEP folders; resume from the latest
+    checkpoints           atomic checkpoint-STEP folders; resume from the latest complete one
     ema                   an exponential moving average of the weights, saved as a model folder
     logging               metrics.jsonl, loss.png and validation videos
     hub                   model card and upload to the Hugging Face Hub
@@ -45,7 +45,14 @@ _LAZY = {
     "autoencoder": ["ReconstructionModel", "measure_latent_stats"],
     "buckets": ["ASPECT_RATIOS", "Bucket", "BucketBatchSampler", "make_buckets", "nearest_bucket"],
     "caches": ["CachedLatentDataset", "build_latent_cache"],
-    "checkpoints": ["list_checkpoints", "save_checkpoint"],
+    "checkpoints": [
+        "CorruptCheckpointError",
+        "is_complete",
+        "list_checkpoints",
+        "save_checkpoint",
+        "temp_folders",
+        "verify_checkpoint",
+    ],
     "conditioning_sampler": [
         "CONDITION_MODES",
         "DEFAULT_CONDITION_PROBS",

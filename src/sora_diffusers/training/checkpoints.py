@@ -1,65 +1,221 @@
-"""Checkpoints of a training run: `output_dir/checkpoint-STEP` folders, the last `--checkpoints_total_limit` kept,
-resumed from with `--resume_from_checkpoint latest` or a folder."""
+"""Checkpoints of a training run, written atomically: `output_dir/checkpoint-STEP` folders that are either complete or
+absent.
+
+A checkpoint is written into a temp folder `.checkpoint-STEP.tmp-PID`; its completion marker (`checkpoint.json`,
+listing every file and its size) is written last, and only then is the folder renamed to `checkpoint-STEP` and are
+checkpoints beyond `--checkpoints_total_limit` deleted. A run killed mid-save leaves a temp folder, which the next save
+removes; `latest` never picks a folder without a marker, and a checkpoint whose files do not match their marker or do
+not load is reported by name and passed over for the one before.
+"""
 
 import argparse
+import json
 import os
+import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.utils import broadcast_object_list
 
 
 logger = get_logger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
+COMPLETE_MARKER = "checkpoint.json"  # written last: its presence means every file listed in it was written
+_FINAL = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+_TEMP = re.compile(rf"^\.{CHECKPOINT_PREFIX}(\d+)\.(?:tmp|old)-(\d+)$")  # a save in progress, or one killed
 
 
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """checkpoint-STEP folders, oldest first."""
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint whose completion marker is present but one of whose files is missing, truncated or unreadable."""
+
+    def __init__(self, path: str | os.PathLike, file: str, reason: str):
+        self.path, self.file, self.reason = Path(path), file, reason
+        super().__init__(f"{Path(path).name} is corrupt: {file}: {reason}")
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """STEP of a `checkpoint-STEP` folder name, `None` for any other name."""
+    match = _FINAL.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether a checkpoint folder holds its completion marker (it was written to the end)."""
+    return (Path(path) / COMPLETE_MARKER).is_file()
+
+
+def list_checkpoints(output_dir: str | os.PathLike, complete_only: bool = True) -> list[Path]:
+    """checkpoint-STEP folders of `output_dir`, oldest first: only complete ones unless `complete_only=False`."""
     if not os.path.isdir(output_dir):
         return []
-    found = [p for p in Path(output_dir).iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+    found = [p for p in Path(output_dir).iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    found = [p for p in found if is_complete(p) or not complete_only]
+    return sorted(found, key=checkpoint_step)
 
 
-def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, step: int) -> Path:
-    """`accelerator.save_state` into output_dir/checkpoint-STEP, removing the oldest beyond `checkpoints_total_limit`."""
-    if accelerator.is_main_process and args.checkpoints_total_limit:
-        old = list_checkpoints(args.output_dir)
-        for path in old[: max(0, len(old) - args.checkpoints_total_limit + 1)]:
-            shutil.rmtree(path)
+def temp_folders(output_dir: str | os.PathLike) -> list[Path]:
+    """`.checkpoint-STEP.tmp-PID` (and `.old-PID`) folders: saves in progress, or left by a run killed mid-save."""
+    if not os.path.isdir(output_dir):
+        return []
+    return sorted(p for p in Path(output_dir).iterdir() if p.is_dir() and _TEMP.match(p.name))
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    output_dir: str | os.PathLike,
+    step: int,
+    write_fn: Callable[[Path], None],
+    total_limit: int | None = None,
+) -> Path:
+    """Write `output_dir/checkpoint-STEP` atomically; call on every process.
+
+    `write_fn(folder)` runs on every process and writes its files into the temp folder (each process its own, e.g. its
+    random states). Then the main process writes the marker, renames the folder into place (replacing an older
+    checkpoint of the same step only now) and deletes the oldest complete checkpoints beyond `total_limit`
+    (0 or `None`: keep all). Temp folders of earlier, killed runs are removed first.
+    """
+    output_dir = Path(output_dir)
+    token = _run_token(accelerator)
+    temp = output_dir / f".{CHECKPOINT_PREFIX}{step}.tmp-{token}"
+    if accelerator.is_main_process:
+        for stale in temp_folders(output_dir):
+            logger.warning(f"Removing {stale.name}: a checkpoint a stopped run did not finish writing")
+            shutil.rmtree(stale)
+        temp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    path = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{step}"
-    accelerator.save_state(str(path))
-    return path
+    write_fn(temp)
+    accelerator.wait_for_everyone()
+    final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
+    if accelerator.is_main_process:
+        _write_marker(temp, step)
+        if final.exists():  # the same step saved again (a stopped run resumed and stopped at once): swap, then drop
+            aside = output_dir / f".{CHECKPOINT_PREFIX}{step}.old-{token}"
+            final.rename(aside)
+            temp.rename(final)
+            shutil.rmtree(aside)
+        else:
+            temp.rename(final)
+        _fsync_dir(output_dir)
+        if total_limit:
+            for old in list_checkpoints(output_dir)[:-total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
 
 
-def resume(accelerator: Accelerator, args: argparse.Namespace, lr_scheduler=None) -> int:
-    """Load `--resume_from_checkpoint` ("latest" or a folder); return the optimizer step it was saved at (0: fresh).
+def _run_token(accelerator: Accelerator) -> int:
+    """The main process's pid, known to every process: the temp folder's name is the same on all of them."""
+    token = [os.getpid()]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(token, from_process=0)
+    return int(token[0])
+
+
+def _write_marker(folder: Path, step: int) -> None:
+    files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+    marker = folder / COMPLETE_MARKER
+    with open(marker, "w", encoding="utf-8") as f:
+        json.dump({"step": step, "files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no directory fds (Windows): the rename is still atomic, only its durability is the OS's
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def verify_checkpoint(path: str | os.PathLike) -> dict:
+    """The marker of a complete checkpoint, after checking every file it lists exists with its size.
+
+    Raises:
+        ValueError: `path` has no marker (an incomplete checkpoint).
+        CorruptCheckpointError: naming the first file that is missing or has another size.
+    """
+    path = Path(path)
+    if not is_complete(path):
+        raise ValueError(
+            f"{path} is not a complete checkpoint (no {COMPLETE_MARKER}: the run writing it stopped before the end)"
+        )
+    try:
+        marker = json.loads((path / COMPLETE_MARKER).read_text(encoding="utf-8"))
+        files = dict(marker["files"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CorruptCheckpointError(path, COMPLETE_MARKER, f"unreadable ({error})") from None
+    for name, size in files.items():
+        file = path / name
+        if not file.is_file():
+            raise CorruptCheckpointError(path, name, "missing")
+        if file.stat().st_size != size:
+            raise CorruptCheckpointError(path, name, f"{file.stat().st_size} bytes, {size} written")
+    return marker
+
+
+def resume(
+    accelerator: Accelerator,
+    args: argparse.Namespace,
+    load_fn: Callable[[Path], None],
+    lr_scheduler=None,
+) -> int:
+    """Load `--resume_from_checkpoint` ("latest" or a folder) with `load_fn(folder)`; return the optimizer step it was
+    saved at (0: a new run).
+
+    "latest" takes the newest complete checkpoint of `--output_dir`; one that is corrupt (`verify_checkpoint` or
+    `load_fn` fails) is reported by name and the one before is tried. A folder given by name must load.
 
     The schedule's shape always comes from the flags (`--lr_scheduler`, `--lr_warmup_steps`, `--max_train_steps`);
     given `lr_scheduler`, so does its peak: a `--learning_rate` other than the checkpoint's is applied, not silently
     replaced by the saved one (torch restores a LambdaLR's `base_lrs` from the checkpoint).
+
+    Raises:
+        ValueError: a folder that is not a complete `checkpoint-STEP` folder.
+        CorruptCheckpointError: the folder given is corrupt, or every checkpoint "latest" found is.
     """
     if not args.resume_from_checkpoint:
         return 0
     if args.resume_from_checkpoint == "latest":
-        found = list_checkpoints(args.output_dir)
-        if not found:
+        candidates = list_checkpoints(args.output_dir)[::-1]
+        for partial in list_checkpoints(args.output_dir, complete_only=False):
+            if not is_complete(partial):
+                logger.warning(f"Skipping {partial.name}: no {COMPLETE_MARKER}, it was not written to the end")
+        if not candidates:
             logger.info(f"No checkpoint in {args.output_dir}: starting a new run.", main_process_only=True)
             return 0
-        path = found[-1]
     else:
         path = Path(args.resume_from_checkpoint)
-        if not path.is_dir() or not path.name.startswith(CHECKPOINT_PREFIX):
+        if not path.is_dir() or checkpoint_step(path) is None:
             raise ValueError(f"--resume_from_checkpoint {path} is not a {CHECKPOINT_PREFIX}STEP folder")
-    accelerator.load_state(str(path))
+        verify_checkpoint(path)
+        candidates = [path]
+    errors = []
+    for path in candidates:
+        try:
+            verify_checkpoint(path)
+            load_fn(path)
+        except CorruptCheckpointError as error:
+            if len(candidates) == 1 and args.resume_from_checkpoint != "latest":
+                raise
+            errors.append(error)
+            logger.warning(f"{error}; resuming from the checkpoint before it")
+            continue
+        break
+    else:
+        raise errors[-1]
     logger.info(f"Resumed from {path}", main_process_only=True)
     if lr_scheduler is not None:
         apply_learning_rate(getattr(lr_scheduler, "scheduler", lr_scheduler), args.learning_rate)
-    return int(path.name[len(CHECKPOINT_PREFIX) :])
+    return checkpoint_step(path)
 
 
 def apply_learning_rate(scheduler: torch.optim.lr_scheduler.LambdaLR, learning_rate: float) -> None:

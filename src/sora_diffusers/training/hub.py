@@ -39,7 +39,7 @@ def upload_to_hub(args: argparse.Namespace, repo_id: str | None) -> None:
             repo_id=repo_id,
             folder_path=args.output_dir,
             commit_message="End of training",
-            ignore_patterns=[f"{CHECKPOINT_PREFIX}*", "logs/*"],
+            ignore_patterns=[f"{CHECKPOINT_PREFIX}*", f".{CHECKPOINT_PREFIX}*", "logs/*"],
         )
     except Exception as error:
         logger.error(

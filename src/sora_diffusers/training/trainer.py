@@ -22,7 +22,7 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from .buckets import BucketBatchSampler
-from .checkpoints import resume, save_checkpoint
+from .checkpoints import CorruptCheckpointError, resume, save_checkpoint
 from .datasets import build_dataloader
 from .ema import create_ema, ema_weights
 from .hub import create_hub_repo, upload_to_hub
@@ -133,11 +133,27 @@ class Trainer:
         self.ema_model = model if ema_model is None else ema_model
         self.ema = create_ema(self.ema_model, args, self.accelerator)
         self.accelerator.register_for_checkpointing(self.metrics)
-        self.first_step = self.global_step = resume(self.accelerator, args, self.lr_scheduler)
+        self.first_step = self.global_step = resume(self.accelerator, args, self._load_checkpoint, self.lr_scheduler)
         if self.is_main_process:
             self.metrics.rewrite()
         self._micro_batches = self.first_step * args.gradient_accumulation_steps
         return self.model
+
+    def save_checkpoint(self, step: int) -> Path:
+        """`output_dir/checkpoint-STEP`, written atomically (`checkpoints.save_checkpoint`); call on every process."""
+        return save_checkpoint(
+            self.accelerator,
+            self.args.output_dir,
+            step,
+            lambda folder: self.accelerator.save_state(str(folder)),
+            self.args.checkpoints_total_limit,
+        )
+
+    def _load_checkpoint(self, path: Path) -> None:
+        try:
+            self.accelerator.load_state(str(path))
+        except Exception as error:  # any file that does not load makes the whole checkpoint unusable
+            raise CorruptCheckpointError(path, "a state file", f"{type(error).__name__}: {error}") from error
 
     def micro_batch_rng(self) -> np.random.Generator:
         """The random stream of the next micro-batch, from (seed, micro-batch count, process) alone: a resumed run
@@ -213,7 +229,7 @@ class Trainer:
                 if args.validation_steps and step % args.validation_steps == 0 and step < args.max_train_steps:
                     self._validate(validate_fn, step)
                 if step % args.checkpointing_steps == 0:  # after validation, so its scores are in the checkpoint
-                    save_checkpoint(accelerator, args, step)
+                    self.save_checkpoint(step)
                 tick += time.perf_counter() - paused  # steps_per_s counts training time only
                 if step >= end:
                     break
@@ -221,7 +237,7 @@ class Trainer:
         progress.close()
         if step < args.max_train_steps:  # --stop_at_step: the run goes on later from this checkpoint
             if step % args.checkpointing_steps:
-                save_checkpoint(accelerator, args, step)
+                self.save_checkpoint(step)
             logger.info(f"Stopped at step {step} (--stop_at_step); --resume_from_checkpoint latest goes on from here.")
             return False
         self._validate(validate_fn, step)
