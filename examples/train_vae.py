@@ -54,6 +54,17 @@ ARCHITECTURE_KEYS = (
     "latent_channels", "base_dim", "dim_mult", "num_res_blocks", "attn_scales", "temporal_downsample", "patch_size",
 )  # fmt: skip
 VALIDATION_SEED_OFFSET = 1_000_003  # validation clips come from another seed than the training clips
+MODEL_CARD = dict(  # with --push_to_hub: the README.md of the uploaded folder
+    description="A `SpacetimeVAE` (sora_diffusers' causal 3D-convolution video VAE: frame 0 is encoded alone, then "
+    "groups of frames) trained with `examples/train_vae.py`. Its config carries the per-channel `latents_mean` / "
+    "`latents_std` measured on the training data, so its normalised latents have about unit variance.",
+    usage="""from sora_diffusers import SpacetimeVAE
+
+vae = SpacetimeVAE.from_pretrained("{repo_id}")
+latents = vae.encode(video).latent_dist.mode()  # video: (B, 3, 1 + 4k, H, W) in [-1, 1]
+frames = vae.decode(latents).sample""",
+    tags=("video-autoencoder",),
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -226,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info(f"Saved the VAE to {args.output_dir} (latent std {min(std):.3g} .. {max(std):.3g})")
 
     if trainer.train(step_fn, validate_fn):
-        trainer.save_final_model(save)
+        trainer.save_final_model(save, MODEL_CARD)
     return trainer.end()
 
 

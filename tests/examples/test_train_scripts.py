@@ -7,14 +7,19 @@ each other and run several times slower.
 """
 
 import json
+import logging
 import math
+import pickle
+import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from sora_diffusers import DiTVideoTransformer3D, FrameCondition, SoraPipeline, SpacetimeVAE
 from sora_diffusers.data import Bucket, make_buckets, read_video, write_dataset
@@ -118,27 +123,78 @@ def test_vae_run_writes_checkpoints_validation_and_model(vae_run):
     assert recon.shape == (1, 3, 5, 32, 32) and torch.isfinite(recon).all()
 
 
-def test_vae_resume_continues_from_the_saved_step(vae_run, tmp_path):
-    import shutil
+def _forbid_unpickling(monkeypatch) -> None:
+    """Make every way a resume could unpickle a file fail loudly."""
 
-    out, _, records = vae_run
-    resumed = tmp_path / "vae"
-    shutil.copytree(out, resumed)
-    argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(resumed), "--max_train_steps", "4"]
-    result = run(train_vae.main, [*argv, "--resume_from_checkpoint", "latest"])
+    def refuse(*args, **kwargs):
+        raise AssertionError("resuming unpickled something")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (torch, "load"), (torch.serialization, "load")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(a), load_file(b)
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.fixture(scope="module")
+def vae_resumed(vae_run, tmp_path_factory):
+    """vae_run's checkpoint-2 resumed to step 4 with unpickling forbidden, and the same 4 steps uninterrupted."""
+    argv = [*COMMON_FLAGS, *VAE_FLAGS, "--max_train_steps", "4"]
+    straight = tmp_path_factory.mktemp("vae_straight")
+    run(train_vae.main, [*argv, "--output_dir", str(straight)])
+    resumed = tmp_path_factory.mktemp("vae_resumed") / "vae"
+    shutil.copytree(vae_run[0], resumed)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _forbid_unpickling(monkeypatch)
+        result = run(train_vae.main, [*argv, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"])
+    return resumed, straight, result, argv
+
+
+def test_vae_resume_unpickles_nothing_and_ends_bitwise_equal_to_an_uninterrupted_run(vae_run, vae_resumed):
+    resumed, straight, result, _ = vae_resumed
     assert result["first_step"] == 2 and result["global_step"] == 4
-    assert (resumed / "checkpoint-4").is_dir()
+    for checkpoint in (resumed / "checkpoint-2", resumed / "checkpoint-4"):
+        files = {p.name for p in checkpoint.iterdir()}
+        assert {"checkpoint.json", "model.safetensors", "optimizer.safetensors", "training_state.json"} <= files
+        assert not [name for name in files if name.endswith((".pkl", ".bin", ".pt"))], files
+    # the same data order, random draws, optimizer and EMA state: the same bits as the uninterrupted run
+    model = "diffusion_pytorch_model.safetensors"
+    assert _same_weights(resumed / model, straight / model)
+    for name in ("model.safetensors", "optimizer.safetensors", f"ema/{model}"):
+        assert _same_weights(resumed / "checkpoint-4" / name, straight / "checkpoint-4" / name), name
     again = {r["step"]: r["loss"] for r in map(json.loads, open(resumed / "metrics.jsonl")) if "loss" in r}
-    assert sorted(again) == [1, 2, 3, 4]
-    first = {r["step"]: r["loss"] for r in records if "loss" in r}
-    # the same data order, random draws and weights as the uninterrupted run
-    assert again[3] == pytest.approx(first[3], rel=1e-4)
+    first = {r["step"]: r["loss"] for r in map(json.loads, open(straight / "metrics.jsonl")) if "loss" in r}
+    assert again == first and sorted(again) == [1, 2, 3, 4]
+
+
+def test_vae_resume_passes_over_partial_temp_and_corrupt_checkpoints(vae_resumed, tmp_path, caplog):
+    """A save killed mid-way (a temp folder), a checkpoint without its marker and one with a truncated safetensors:
+    the run resumes from the last good one, names what it skipped, cleans up, and still ends on the same weights."""
+    resumed, straight, _, argv = vae_resumed
+    out = tmp_path / "vae"
+    shutil.copytree(resumed, out)
+    shutil.copytree(out / "checkpoint-4", out / "checkpoint-6")
+    (out / "checkpoint-6" / "checkpoint.json").unlink()  # no marker: not written to the end
+    shutil.copytree(out / "checkpoint-4", out / ".checkpoint-8.tmp-99999")  # a killed save
+    weights = out / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
+
+    with caplog.at_level(logging.WARNING):
+        result = run(train_vae.main, [*argv, "--output_dir", str(out), "--resume_from_checkpoint", "latest"])
+
+    assert result["first_step"] == 2 and result["global_step"] == 4
+    assert "Skipping checkpoint-6: no checkpoint.json" in caplog.text
+    assert "checkpoint-4 is corrupt: model.safetensors" in caplog.text
+    assert "Removing .checkpoint-8.tmp-99999" in caplog.text and not (out / ".checkpoint-8.tmp-99999").exists()
+    assert (out / "checkpoint-4" / "checkpoint.json").is_file()  # written again, complete
+    model = "diffusion_pytorch_model.safetensors"
+    assert _same_weights(out / model, straight / model)
 
 
 def test_resume_applies_a_new_learning_rate(vae_run, tmp_path):
     """torch restores the scheduler's saved peak lr; a --learning_rate given on resume must win."""
-    import shutil
-
     resumed = tmp_path / "vae"
     shutil.copytree(vae_run[0], resumed)
     argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(resumed), "--max_train_steps", "4"]
@@ -254,19 +310,19 @@ def test_dit_run_writes_checkpoints_validation_and_pipeline(dit_run):
 
 
 def test_dit_resume_continues_from_the_saved_step(dit_run, tmp_path):
-    import shutil
-
     out, _, argv = dit_run
     shutil.copytree(out, tmp_path / "dit")
     argv = [a if a != str(out) else str(tmp_path / "dit") for a in argv]
     argv[argv.index("--max_train_steps") + 1] = "4"
     resume = [*argv, "--gradient_accumulation_steps", "2", "--resume_from_checkpoint", "latest"]
-    result = run(train_text_to_video.main, resume)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _forbid_unpickling(monkeypatch)
+        result = run(train_text_to_video.main, resume)
     assert result["first_step"] == 2 and result["global_step"] == 4
     assert (tmp_path / "dit" / "checkpoint-4" / "ema").is_dir()
     first = {r["step"]: r["loss"] for r in map(json.loads, open(out / "metrics.jsonl")) if "loss" in r}
     again = {r["step"]: r["loss"] for r in map(json.loads, open(tmp_path / "dit" / "metrics.jsonl")) if "loss" in r}
-    assert sorted(again) == [1, 2, 3, 4] and again[3] == pytest.approx(first[3], rel=1e-4)
+    assert sorted(again) == [1, 2, 3, 4] and again[3] == first[3]  # the very same step 3, to the bit
 
 
 def test_dit_trains_from_a_cached_folder_of_videos(vae_run, tmp_path):
@@ -279,7 +335,7 @@ def test_dit_trains_from_a_cached_folder_of_videos(vae_run, tmp_path):
     ]  # fmt: skip
     result = run(train_text_to_video.main, argv)
     assert math.isfinite(result["last_record"]["loss"])
-    assert len(list(cache.glob("*.pt"))) == 5 and (cache / "info.json").is_file()
+    assert len(list(cache.glob("*.safetensors"))) == 5 and (cache / "info.json").is_file()
     item = caches.CachedLatentDataset(cache, 5)[0]
     assert item["latents"].shape[:2] == (4, 3) and item["tail_length"] == 1 and item["caption"]
     _assert_readable_video(tmp_path / "out" / "validation" / "step-000002_extend.mp4", 64, 32)
@@ -353,6 +409,26 @@ def test_push_to_hub_fails_early_with_a_message(vae_run, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="--push_to_hub: cannot create the Hub repo 'me/vae'"):
         run(train_vae.main, argv)
     assert not list(tmp_path.glob("checkpoint-*"))
+
+
+def test_push_to_hub_uploads_the_model_with_a_model_card(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import ModelCard
+
+    uploads = []
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kw: SimpleNamespace(repo_id=repo_id))
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kwargs: uploads.append(kwargs))
+    argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(tmp_path), "--max_train_steps", "2"]
+    run(train_vae.main, [*argv, "--push_to_hub", "--hub_model_id", "me/vae"])
+
+    assert len(uploads) == 1 and uploads[0]["repo_id"] == "me/vae" and uploads[0]["folder_path"] == str(tmp_path)
+    assert {"checkpoint-*", ".checkpoint-*"} <= set(uploads[0]["ignore_patterns"])
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.library_name == "diffusers"
+    assert {"sora_diffusers", "video-autoencoder"} <= set(card.data.tags)
+    assert 'SpacetimeVAE.from_pretrained("me/vae")' in card.text
+    assert "| `--base_dim` | `8` |" in card.text and "(step 2)" in card.text
+    assert "validation/step-000002_0.mp4" in card.text
 
 
 # ---------------------------------------------------------------------------------------------------------------------

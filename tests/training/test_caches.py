@@ -66,3 +66,20 @@ def test_cached_latents_are_the_pipelines_conditioning_latents(vae, tmp_path):
         # a tail encoded at its place differs from the same frames of the whole clip's encoding (the causal cache)
         assert not torch.allclose(item["tail_latents"], head[:, -k:], atol=1e-3)
     assert len(tails) > 1, tails  # the tail lengths cached vary per clip
+
+
+def test_a_cache_built_before_safetensors_is_still_read(vae, tmp_path):
+    """Caches of `.pt` files (before 2026-12) are read with torch's weights-only loader and not encoded again."""
+    dataset, bucket_ids = shapes_dataset(2, make_buckets(32, (9,), ("square",)), seed=5, group_size=1)
+    args = SimpleNamespace(train_batch_size=2, dataloader_num_workers=0, seed=5)
+    old = {"latents": torch.ones(4, 3, 4, 4).half(), "tail_latents": torch.zeros(4, 1, 4, 4).half()}
+    tmp_path.mkdir(exist_ok=True)
+    torch.save({**old, "tail_length": 1, "caption": "an old clip"}, tmp_path / "00000000.pt")
+
+    cache = build_latent_cache(tmp_path, dataset, bucket_ids, vae, _OneProcess(), {"test": 2}, args)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000000.pt", "00000001.safetensors", "info.json"]
+    item = cache[0]
+    assert item["caption"] == "an old clip" and item["tail_length"] == 1
+    assert item["latents"].dtype == torch.float32 and torch.equal(item["latents"], torch.ones(4, 3, 4, 4))
+    assert cache[1]["caption"] == dataset[1]["caption"] and cache[1]["latents"].shape == (4, 3, 4, 4)

@@ -25,7 +25,6 @@ class _OneProcess(SimpleNamespace):
     """What the checkpoint functions ask of an `Accelerator`, for one process."""
 
     def __init__(self):
-        PartialState()  # accelerate's logger needs its state
         super().__init__(process_index=0, num_processes=1, is_main_process=True)
 
     def wait_for_everyone(self):
@@ -33,6 +32,11 @@ class _OneProcess(SimpleNamespace):
 
 
 ACCELERATOR = _OneProcess()
+
+
+@pytest.fixture(autouse=True)
+def _accelerate_state():
+    PartialState()  # accelerate's logger needs its state (other tests reset it)
 
 
 def _write(folder: Path, payload: str = "weights") -> None:

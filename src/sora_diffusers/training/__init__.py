@@ -8,10 +8,11 @@
     caches                latents (with each clip's conditioning tail) encoded once, read from disk
     arguments             the command-line flags every training script shares
     trainer               accelerate setup, optimizer, the step loop with `--stop_at_step`, the final model
-    checkpoints           atomic checkpoint-STEP folders; resume from the latest complete one
+    checkpoints           atomic checkpoint-STEP folders; resume from the latest complete one, without pickles
+    state                 state dicts (optimizer, schedule, random generators) as JSON + safetensors
     ema                   an exponential moving average of the weights, saved as a model folder
     logging               metrics.jsonl, loss.png and validation videos
-    hub                   model card and upload to the Hugging Face Hub
+    hub                   the Hugging Face Hub: repo, model card, upload
 
 A script supplies a model, a `step_fn(batch, step)` returning its loss, and a `validate_fn(step)`:
 
@@ -47,11 +48,16 @@ _LAZY = {
     "caches": ["CachedLatentDataset", "build_latent_cache"],
     "checkpoints": [
         "CorruptCheckpointError",
+        "apply_state",
         "is_complete",
+        "is_legacy",
         "list_checkpoints",
+        "read_legacy_state",
+        "read_state",
         "save_checkpoint",
         "temp_folders",
         "verify_checkpoint",
+        "write_state",
     ],
     "conditioning_sampler": [
         "CONDITION_MODES",
@@ -75,9 +81,17 @@ _LAZY = {
         "shapes_dataset",
     ],
     "ema": ["create_ema", "ema_weights"],
-    "hub": ["create_hub_repo", "upload_to_hub"],
+    "hub": ["create_hub_repo", "save_model_card", "upload_to_hub"],
     "logging": ["MetricsLog", "plot_curve", "to_uint8_video", "write_video"],
     "models": ["load_json_config", "load_transformer", "load_vae"],
+    "state": [
+        "load_optimizer_state",
+        "random_states",
+        "read_state_dict",
+        "save_optimizer_state",
+        "save_state_dict",
+        "set_random_states",
+    ],
     "trainer": ["Trainer", "create_optimizer", "setup_accelerator", "step_generator", "weight_dtype"],
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}

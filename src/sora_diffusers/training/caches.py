@@ -5,7 +5,7 @@ The latents are the ones `SoraPipeline` conditions on at inference, made by the 
 (`pipelines.conditioning.encode_clip`, through `conditioning_sampler.encode_clips` / `encode_tails`): normalised
 posterior means. A clip at the head of a video is the head of its encoding (the VAE is causal); a clip at the tail is
 encoded at its place in the video, after a still copy of its first frame, so the cache stores one such tail per clip,
-of a length fixed per clip (`cached_tail_length`).
+of a length fixed per clip (`cached_tail_length`). Each clip is one safetensors file: nothing is unpickled to read it.
 """
 
 import json
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
@@ -72,7 +74,7 @@ def build_latent_cache(
         info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
 
     mine = range(accelerator.process_index, len(dataset), accelerator.num_processes)
-    todo = [i for i in mine if not _cache_file(cache_dir, i).is_file()]
+    todo = [i for i in mine if not _is_cached(cache_dir, i)]
     if todo:
         sampler = BucketBatchSampler(bucket_ids[todo], args.train_batch_size, shuffle=False)
         loader = build_dataloader(Subset(_Indexed(dataset), todo), sampler, args.dataloader_num_workers)
@@ -96,19 +98,39 @@ def _cache_batch(cache_dir: Path, batch: dict, vae, device, seed: int) -> None:
         tail = latents[b, :, :0]
         if k:
             tail, position[k] = tails[k][position[k]], position[k] + 1
-        record = {
-            "latents": latents[b].half().cpu(),
-            "tail_latents": tail.half().cpu().contiguous(),
-            "tail_length": k,
-            "caption": batch["caption"][b],
-        }
+        tensors = {"latents": latents[b].half().cpu().contiguous(), "tail_latents": tail.half().cpu().contiguous()}
+        metadata = {"tail_length": str(k), "caption": batch["caption"][b]}
         path = _cache_file(cache_dir, index)
-        torch.save(record, path.with_suffix(".tmp"))
+        save_file(tensors, path.with_suffix(".tmp"), metadata=metadata)
         os.replace(path.with_suffix(".tmp"), path)  # never a half-written file under the final name
 
 
 def _cache_file(cache_dir: Path, index: int) -> Path:
-    return cache_dir / f"{index:08d}.pt"
+    return cache_dir / f"{index:08d}.safetensors"
+
+
+def _is_cached(cache_dir: Path, index: int) -> bool:
+    return _cache_file(cache_dir, index).is_file() or _cache_file(cache_dir, index).with_suffix(".pt").is_file()
+
+
+def read_cached_item(cache_dir: str | Path, index: int) -> dict:
+    """Item `index` of a latent cache: `{"latents", "tail_latents", "tail_length", "caption"}`, latents in float32.
+
+    Items are safetensors files (16-bit latents, caption and tail length in their metadata). Caches built before
+    2026-12 hold `.pt` files instead, read with `torch.load(weights_only=True)`, which rebuilds tensors and plain
+    values and refuses anything else.
+    """
+    path = _cache_file(Path(cache_dir), index)
+    if path.is_file():
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata()
+            record = {name: f.get_tensor(name) for name in ("latents", "tail_latents")}
+        record.update(tail_length=int(metadata["tail_length"]), caption=metadata["caption"])
+    else:
+        record = torch.load(path.with_suffix(".pt"), weights_only=True)
+    record["latents"] = record["latents"].float()
+    record["tail_latents"] = record["tail_latents"].float()
+    return record
 
 
 class CachedLatentDataset(Dataset):
@@ -122,7 +144,4 @@ class CachedLatentDataset(Dataset):
         return self.num_samples
 
     def __getitem__(self, index: int) -> dict:
-        record = torch.load(_cache_file(self.cache_dir, index), weights_only=True)
-        record["latents"] = record["latents"].float()
-        record["tail_latents"] = record["tail_latents"].float()
-        return record
+        return read_cached_item(self.cache_dir, index)

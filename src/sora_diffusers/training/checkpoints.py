@@ -1,11 +1,25 @@
-"""Checkpoints of a training run, written atomically: `output_dir/checkpoint-STEP` folders that are either complete or
-absent.
+"""Checkpoints of a training run, written atomically and read back without unpickling anything.
 
 A checkpoint is written into a temp folder `.checkpoint-STEP.tmp-PID`; its completion marker (`checkpoint.json`,
 listing every file and its size) is written last, and only then is the folder renamed to `checkpoint-STEP` and are
 checkpoints beyond `--checkpoints_total_limit` deleted. A run killed mid-save leaves a temp folder, which the next save
 removes; `latest` never picks a folder without a marker, and a checkpoint whose files do not match their marker or do
 not load is reported by name and passed over for the one before.
+
+What a checkpoint holds (`write_state`), in safetensors and JSON only:
+
+    model.safetensors                        the trained model's weights
+    optimizer.safetensors, optimizer.json    the optimizer's tensors; its param groups and hyperparameters
+    scheduler.json                           the learning-rate schedule's state
+    scaler.json                              the fp16 gradient scaler's state (fp16 runs)
+    training_state.json                      step, micro-batches, data order, the metrics history, the run's own state
+    random_states_N.safetensors/.json        process N's Python, NumPy, torch (and CUDA) generator states
+    ema/                                     the EMA as a model folder (with --use_ema)
+    checkpoint.json                          the completion marker
+
+Checkpoints that `accelerator.save_state` wrote (this package's layout until 2026-12) have no marker but
+`optimizer.bin`, `scheduler.bin`, `random_states_0.pkl` and `custom_checkpoint_0.pkl`; they are still resumed, read with
+torch's weights-only loader (`read_legacy_state`), which rebuilds tensors and plain values but cannot run code.
 """
 
 import argparse
@@ -16,16 +30,26 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list
+from safetensors.torch import load_file, save_file
+
+from .ema import read_ema, save_ema
+from .state import random_states, read_state_dict, save_state_dict, set_random_states
 
 
 logger = get_logger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 COMPLETE_MARKER = "checkpoint.json"  # written last: its presence means every file listed in it was written
+MODEL_FILE = "model.safetensors"
+TRAINING_STATE = "training_state"
+EMA_FOLDER = "ema"
+# What `accelerator.save_state` wrote for these scripts: a checkpoint of the layout before this one.
+LEGACY_FILES = (MODEL_FILE, "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl")
 _FINAL = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 _TEMP = re.compile(rf"^\.{CHECKPOINT_PREFIX}(\d+)\.(?:tmp|old)-(\d+)$")  # a save in progress, or one killed
 
@@ -49,12 +73,18 @@ def is_complete(path: str | os.PathLike) -> bool:
     return (Path(path) / COMPLETE_MARKER).is_file()
 
 
+def is_legacy(path: str | os.PathLike) -> bool:
+    """Whether a checkpoint folder is a complete one of the older layout `accelerator.save_state` wrote."""
+    return not is_complete(path) and all((Path(path) / name).is_file() for name in LEGACY_FILES)
+
+
 def list_checkpoints(output_dir: str | os.PathLike, complete_only: bool = True) -> list[Path]:
-    """checkpoint-STEP folders of `output_dir`, oldest first: only complete ones unless `complete_only=False`."""
+    """checkpoint-STEP folders of `output_dir`, oldest first: only complete ones (with their marker, or complete in
+    the older layout) unless `complete_only=False`."""
     if not os.path.isdir(output_dir):
         return []
     found = [p for p in Path(output_dir).iterdir() if p.is_dir() and checkpoint_step(p) is not None]
-    found = [p for p in found if is_complete(p) or not complete_only]
+    found = [p for p in found if is_complete(p) or is_legacy(p) or not complete_only]
     return sorted(found, key=checkpoint_step)
 
 
@@ -187,7 +217,7 @@ def resume(
     if args.resume_from_checkpoint == "latest":
         candidates = list_checkpoints(args.output_dir)[::-1]
         for partial in list_checkpoints(args.output_dir, complete_only=False):
-            if not is_complete(partial):
+            if not is_complete(partial) and not is_legacy(partial):
                 logger.warning(f"Skipping {partial.name}: no {COMPLETE_MARKER}, it was not written to the end")
         if not candidates:
             logger.info(f"No checkpoint in {args.output_dir}: starting a new run.", main_process_only=True)
@@ -196,12 +226,20 @@ def resume(
         path = Path(args.resume_from_checkpoint)
         if not path.is_dir() or checkpoint_step(path) is None:
             raise ValueError(f"--resume_from_checkpoint {path} is not a {CHECKPOINT_PREFIX}STEP folder")
-        verify_checkpoint(path)
+        if not is_legacy(path):
+            verify_checkpoint(path)
         candidates = [path]
     errors = []
     for path in candidates:
         try:
-            verify_checkpoint(path)
+            if is_legacy(path):
+                logger.warning(
+                    f"{path.name} was written by accelerator.save_state (pickles): reading it with torch's "
+                    "weights-only loader; the checkpoints of this run are written without pickles",
+                    main_process_only=True,
+                )
+            else:
+                verify_checkpoint(path)
             load_fn(path)
         except CorruptCheckpointError as error:
             if len(candidates) == 1 and args.resume_from_checkpoint != "latest":
@@ -216,6 +254,140 @@ def resume(
     if lr_scheduler is not None:
         apply_learning_rate(getattr(lr_scheduler, "scheduler", lr_scheduler), args.learning_rate)
     return checkpoint_step(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What a checkpoint holds
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def write_state(
+    folder: str | os.PathLike,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer,
+    lr_scheduler,
+    ema=None,
+    training_state: dict | None = None,
+) -> None:
+    """Write a run's state into `folder` (see the module docstring); call on every process.
+
+    The main process writes the model (unwrapped), optimizer, schedule, scaler, EMA and `training_state` (a JSON-able
+    dict: step, metrics, ...); every process writes its own random states.
+    """
+    folder = Path(folder)
+    if accelerator.is_main_process:
+        weights = accelerator.unwrap_model(model).state_dict()
+        save_file({k: v.detach().contiguous() for k, v in weights.items()}, folder / MODEL_FILE, {"format": "pt"})
+        save_state_dict(optimizer.state_dict(), folder, "optimizer")
+        save_state_dict(lr_scheduler.state_dict(), folder, "scheduler")
+        if accelerator.scaler is not None:
+            save_state_dict(accelerator.scaler.state_dict(), folder, "scaler")
+        if ema is not None:
+            save_ema(ema, folder / EMA_FOLDER)
+        state = {"accelerator_step": accelerator.step, **(training_state or {})}
+        save_state_dict(state, folder, TRAINING_STATE)
+    save_state_dict(random_states(), folder, f"random_states_{accelerator.process_index}")
+
+
+def read_state(folder: str | os.PathLike, accelerator: Accelerator, ema_model_cls: type | None = None) -> dict:
+    """Everything `write_state` wrote, read into memory before anything is applied (`apply_state`), so a file that
+    does not load leaves the run untouched.
+
+    Raises:
+        CorruptCheckpointError: naming the first file that does not load.
+    """
+    folder = Path(folder)
+    loaded = {}
+    parts = [
+        ("model", MODEL_FILE, lambda: load_file(folder / MODEL_FILE)),
+        ("optimizer", "optimizer.json", lambda: read_state_dict(folder, "optimizer")),
+        ("scheduler", "scheduler.json", lambda: read_state_dict(folder, "scheduler")),
+        ("training_state", f"{TRAINING_STATE}.json", lambda: read_state_dict(folder, TRAINING_STATE)),
+        (
+            "random_states",
+            f"random_states_{accelerator.process_index}.json",
+            lambda: read_state_dict(folder, f"random_states_{accelerator.process_index}"),
+        ),
+    ]
+    if accelerator.scaler is not None:
+        parts.append(("scaler", "scaler.json", lambda: read_state_dict(folder, "scaler")))
+    if ema_model_cls is not None:
+        parts.append(("ema", EMA_FOLDER, lambda: read_ema(folder / EMA_FOLDER, ema_model_cls)))
+    for key, file, read in parts:
+        try:
+            loaded[key] = read()
+        except Exception as error:  # truncated, unparsable, missing: the checkpoint cannot be resumed
+            raise CorruptCheckpointError(folder, file, f"{type(error).__name__}: {error}") from error
+    return loaded
+
+
+def read_legacy_state(folder: str | os.PathLike, accelerator: Accelerator, ema_model_cls: type | None = None) -> dict:
+    """What `read_state` gives, from a checkpoint `accelerator.save_state` wrote (the layout before this one): its
+    `.bin`/`.pkl` files are read with `torch.load(weights_only=True)`, which rebuilds tensors, containers and plain
+    values (NumPy arrays allowed for the random states) and refuses anything else, so no code runs.
+
+    Raises:
+        CorruptCheckpointError: naming the first file that does not load.
+    """
+    folder = Path(folder)
+    random_file = f"random_states_{accelerator.process_index}.pkl"
+
+    def weights_only(name: str):
+        return torch.load(folder / name, map_location="cpu", weights_only=True)
+
+    def legacy_random_states() -> tuple[dict, int]:
+        multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2 / 1
+        allowed = [np.ndarray, np.dtype, np.dtypes.UInt32DType, multiarray._reconstruct]
+        with torch.serialization.safe_globals(allowed):
+            saved = weights_only(random_file)
+        states = {
+            "python": saved["random_state"],
+            "numpy": saved["numpy_random_seed"],
+            "torch": saved["torch_manual_seed"],
+        }
+        if "torch_cuda_manual_seed" in saved:
+            states["cuda"] = saved["torch_cuda_manual_seed"]
+        return states, saved.get("step", 0)
+
+    loaded = {}
+    parts = [
+        ("model", MODEL_FILE, lambda: load_file(folder / MODEL_FILE)),
+        ("optimizer", "optimizer.bin", lambda: weights_only("optimizer.bin")),
+        ("scheduler", "scheduler.bin", lambda: weights_only("scheduler.bin")),
+        ("metrics", "custom_checkpoint_0.pkl", lambda: weights_only("custom_checkpoint_0.pkl")),
+        ("random_states", random_file, legacy_random_states),
+    ]
+    if accelerator.scaler is not None:
+        parts.append(("scaler", "scaler.pt", lambda: weights_only("scaler.pt")))
+    if ema_model_cls is not None:
+        parts.append(("ema", EMA_FOLDER, lambda: read_ema(folder / EMA_FOLDER, ema_model_cls)))
+    for key, file, read in parts:
+        try:
+            loaded[key] = read()
+        except Exception as error:
+            raise CorruptCheckpointError(folder, file, f"{type(error).__name__}: {error}") from error
+    loaded["random_states"], step = loaded["random_states"]
+    loaded["training_state"] = {"accelerator_step": step, "metrics": loaded.pop("metrics")["records"]}
+    return loaded
+
+
+def apply_state(
+    loaded: dict, accelerator: Accelerator, model: torch.nn.Module, optimizer, lr_scheduler, ema=None
+) -> dict:
+    """Put what `read_state` (or `read_legacy_state`) read into the run; returns its `training_state` dict."""
+    accelerator.unwrap_model(model).load_state_dict(loaded["model"])
+    optimizer.load_state_dict(loaded["optimizer"])
+    lr_scheduler.load_state_dict(loaded["scheduler"])
+    if accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(loaded["scaler"])
+    if ema is not None:
+        ema.load_state_dict(loaded["ema"].state_dict())
+        ema.to(accelerator.device)
+    training_state = dict(loaded["training_state"])
+    accelerator.step = training_state.pop("accelerator_step", 0)
+    set_random_states(loaded["random_states"])
+    return training_state
 
 
 def apply_learning_rate(scheduler: torch.optim.lr_scheduler.LambdaLR, learning_rate: float) -> None:

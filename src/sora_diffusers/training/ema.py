@@ -18,17 +18,6 @@ def create_ema(model: torch.nn.Module, args: argparse.Namespace, accelerator: Ac
         return None
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=type(model), model_config=model.config)
     ema.to(accelerator.device)
-
-    def save_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
-            save_ema(ema, os.path.join(output_dir, "ema"))
-
-    def load_hook(models, input_dir):
-        ema.load_state_dict(read_ema(os.path.join(input_dir, "ema"), type(model)).state_dict())
-        ema.to(accelerator.device)
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
     return ema
 
 

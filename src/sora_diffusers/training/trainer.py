@@ -17,19 +17,36 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from .buckets import BucketBatchSampler
-from .checkpoints import CorruptCheckpointError, resume, save_checkpoint
+from .checkpoints import (
+    EMA_FOLDER,
+    TRAINING_STATE,
+    CorruptCheckpointError,
+    apply_state,
+    checkpoint_step,
+    is_legacy,
+    read_legacy_state,
+    read_state,
+    resume,
+    save_checkpoint,
+    write_state,
+)
 from .datasets import build_dataloader
-from .ema import create_ema, ema_weights
-from .hub import create_hub_repo, upload_to_hub
+from .ema import create_ema, ema_weights, read_ema, save_ema
+from .hub import create_hub_repo, save_model_card, upload_to_hub
 from .logging import MetricsLog, plot_curve
+from .state import read_state_dict, save_state_dict
 
 
 logger = get_logger(__name__)
+
+# Where FSDP / DeepSpeed keep their sharded model and optimizer state: accelerate writes and reads it (its own format).
+ACCELERATE_STATE = "accelerate_state"
+_SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
 
 
 def setup_accelerator(args: argparse.Namespace, find_unused_parameters: bool = False) -> Accelerator:
@@ -132,7 +149,12 @@ class Trainer:
         self.model, self.optimizer, self.dataloader, self.lr_scheduler = prepared
         self.ema_model = model if ema_model is None else ema_model
         self.ema = create_ema(self.ema_model, args, self.accelerator)
-        self.accelerator.register_for_checkpointing(self.metrics)
+        if self.accelerator.distributed_type in _SHARDED:
+            logger.warning(
+                f"{self.accelerator.distributed_type.value}: the sharded model and optimizer state of each checkpoint "
+                f"is saved by accelerate in {ACCELERATE_STATE}/ (its format, with pickles); the rest without",
+                main_process_only=True,
+            )
         self.first_step = self.global_step = resume(self.accelerator, args, self._load_checkpoint, self.lr_scheduler)
         if self.is_main_process:
             self.metrics.rewrite()
@@ -140,20 +162,83 @@ class Trainer:
         return self.model
 
     def save_checkpoint(self, step: int) -> Path:
-        """`output_dir/checkpoint-STEP`, written atomically (`checkpoints.save_checkpoint`); call on every process."""
+        """`output_dir/checkpoint-STEP`, written atomically and without pickles (`checkpoints`); call on every
+        process."""
         return save_checkpoint(
             self.accelerator,
             self.args.output_dir,
             step,
-            lambda folder: self.accelerator.save_state(str(folder)),
+            lambda folder: self._write_checkpoint(folder, step),
             self.args.checkpoints_total_limit,
         )
 
+    def _training_state(self, step: int) -> dict:
+        """The run's own state, as JSON: step, data order and the metrics history."""
+        return {
+            "step": step,
+            "micro_batches": self._micro_batches,
+            "data_order": {"sampler_seed": self.args.seed, "batches_per_epoch": len(self.dataloader)},
+            "metrics": self.metrics.records,
+        }
+
+    def _write_checkpoint(self, folder: Path, step: int) -> None:
+        accelerator = self.accelerator
+        if accelerator.distributed_type not in _SHARDED:
+            write_state(
+                folder,
+                accelerator,
+                self.model,
+                self.optimizer,
+                self.lr_scheduler,
+                self.ema,
+                self._training_state(step),
+            )
+            return
+        accelerator.save_state(str(folder / ACCELERATE_STATE))
+        if accelerator.is_main_process:
+            save_state_dict(
+                {"accelerator_step": accelerator.step, **self._training_state(step)}, folder, TRAINING_STATE
+            )
+            if self.ema is not None:
+                save_ema(self.ema, folder / EMA_FOLDER)
+
     def _load_checkpoint(self, path: Path) -> None:
+        """Read every file of the checkpoint at `path`, agree across processes that all of them loaded, then put the
+        state into the run."""
+        accelerator, ema_cls = self.accelerator, type(self.ema_model) if self.ema is not None else None
+        loaded, error = None, None
         try:
-            self.accelerator.load_state(str(path))
-        except Exception as error:  # any file that does not load makes the whole checkpoint unusable
-            raise CorruptCheckpointError(path, "a state file", f"{type(error).__name__}: {error}") from error
+            if accelerator.distributed_type in _SHARDED:
+                loaded = {"training_state": read_state_dict(path, TRAINING_STATE)}
+                if ema_cls is not None:
+                    loaded["ema"] = read_ema(path / EMA_FOLDER, ema_cls)
+            else:
+                loaded = (read_legacy_state if is_legacy(path) else read_state)(path, accelerator, ema_cls)
+            saved_step = loaded["training_state"].get("step", checkpoint_step(path))
+            if saved_step != checkpoint_step(path):
+                raise CorruptCheckpointError(path, f"{TRAINING_STATE}.json", f"holds step {saved_step}")
+        except CorruptCheckpointError as failure:
+            error = failure
+        except Exception as failure:  # any other file of the checkpoint that does not load
+            error = CorruptCheckpointError(path, f"{TRAINING_STATE}.json", f"{type(failure).__name__}: {failure}")
+        if accelerator.num_processes > 1:  # every process resumes from the same checkpoint, or none does
+            failed = accelerator.gather(
+                torch.tensor([error is not None], device=accelerator.device, dtype=torch.int32)
+            )
+            if error is None and bool(failed.any()):
+                error = CorruptCheckpointError(path, "random_states", "another process could not read its files")
+        if error is not None:
+            raise error
+        if accelerator.distributed_type in _SHARDED:
+            accelerator.load_state(str(path / ACCELERATE_STATE))
+            training_state = dict(loaded["training_state"])
+            accelerator.step = training_state.pop("accelerator_step", 0)
+            if self.ema is not None:
+                self.ema.load_state_dict(loaded["ema"].state_dict())
+                self.ema.to(accelerator.device)
+        else:
+            training_state = apply_state(loaded, accelerator, self.model, self.optimizer, self.lr_scheduler, self.ema)
+        self.metrics.load_state_dict({"records": training_state["metrics"]})
 
     def micro_batch_rng(self) -> np.random.Generator:
         """The random stream of the next micro-batch, from (seed, micro-batch count, process) alone: a resumed run
@@ -264,15 +349,23 @@ class Trainer:
                 plot_curve(steps, losses, Path(self.args.output_dir) / "loss.png")
         accelerator.wait_for_everyone()
 
-    def save_final_model(self, save_fn: Callable[[torch.nn.Module], None]) -> None:
+    def save_final_model(self, save_fn: Callable[[torch.nn.Module], None], model_card: dict | None = None) -> None:
         """On the main process: the EMA weights put into the trained module (`ema_model` of `prepare`), `save_fn` of
-        it, then the upload of `--output_dir` when `--push_to_hub`."""
+        it, then, with `--push_to_hub`, a model card (`hub.save_model_card(**model_card)`: `description`, `usage`,
+        `tags`) and the upload of `--output_dir`."""
         self.accelerator.wait_for_everyone()
         if self.is_main_process:
             final = self.ema_model
             if self.ema is not None:
                 self.ema.copy_to(final.parameters())
             save_fn(final)
+            if self.repo_id is not None:
+                card = {
+                    "description": f"Trained with sora_diffusers for {self.global_step} steps.",
+                    **(model_card or {}),
+                }
+                last = next((r for r in reversed(self.metrics.records) if "loss" in r), None)
+                save_model_card(self.args, self.repo_id, last_record=last, **card)
             upload_to_hub(self.args, self.repo_id)
 
     def end(self) -> dict:
