@@ -25,7 +25,7 @@ from transformers import AutoModel, AutoTokenizer
 from sora_diffusers import DiTVideoTransformer3D, FrameCondition, SoraFlowMatchScheduler, SoraPipeline
 from sora_diffusers.training.arguments import build_parser, check_args, refuse_architecture_flags
 from sora_diffusers.training.buckets import Bucket
-from sora_diffusers.training.caches import build_latent_cache
+from sora_diffusers.training.caches import PromptEmbeddingCache, build_latent_cache
 from sora_diffusers.training.conditioning_sampler import (
     CONDITION_MODES,
     DEFAULT_CONDITION_PROBS,
@@ -113,6 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[DEFAULT_CONDITION_PROBS[m] for m in CONDITION_MODES], help=f"probabilities of {CONDITION_MODES}",
     )  # fmt: skip
     flow.add_argument("--cache_latents", default=None, help="encode the data once into DIR and train from there")
+    flow.add_argument(
+        "--cache_prompt_embeds",
+        action="store_true",
+        help="encode each caption once (alone, not in its batch) and reuse it; kept in DIR/prompt_embeds with "
+        "--cache_latents DIR, else in memory",
+    )
     val = p.add_argument_group("validation")
     val.add_argument("--validation_prompts", nargs="+", default=DEFAULT_VALIDATION_PROMPTS)
     val.add_argument("--validation_num_inference_steps", type=int, default=20)
@@ -279,6 +285,15 @@ def main(argv: list[str] | None = None) -> dict:
     pipe.set_progress_bar_config(disable=True)
     per_frame = transformer.config.per_frame_timesteps
 
+    def encode_prompts(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        kwargs = dict(do_classifier_free_guidance=False, max_sequence_length=args.max_sequence_length, device=device)
+        return pipe.encode_prompt(captions, **kwargs)[:2]
+
+    if args.cache_prompt_embeds:
+        info = {"text_encoder": str(text_encoder_path(args)), "max_sequence_length": args.max_sequence_length}
+        folder = Path(args.cache_latents) / "prompt_embeds" if args.cache_latents else None
+        prompt_cache = PromptEmbeddingCache(encode_prompts, folder, {**info, "dtype": str(dtype)})
+
     # 4. One micro-batch: condition, noise, predict the velocity on the generated frames
     def step_fn(batch: dict, step: int) -> dict[str, torch.Tensor]:
         rng = trainer.micro_batch_rng()
@@ -286,12 +301,10 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.no_grad():
             x0, masks = conditioned_latents(batch, vae, rng, args.condition_probs)  # (B, C, T', H', W'), (B, T')
             captions = captions_with_dropout(batch["caption"], rng, args.caption_dropout)
-            text, text_mask, _, _ = pipe.encode_prompt(
-                captions,
-                do_classifier_free_guidance=False,
-                max_sequence_length=args.max_sequence_length,
-                device=device,
-            )
+            if args.cache_prompt_embeds:
+                text, text_mask = prompt_cache(captions, device)
+            else:
+                text, text_mask = encode_prompts(captions)
         sigmas = sample_sigmas(
             x0.shape[0], weighting_scheme=args.weighting_scheme, logit_mean=args.logit_mean, logit_std=args.logit_std,
             mode_scale=args.mode_scale, shift=args.shift, generator=generator, device=device,

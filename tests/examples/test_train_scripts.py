@@ -332,10 +332,14 @@ def test_dit_trains_from_a_cached_folder_of_videos(vae_run, tmp_path):
         *COMMON_FLAGS, *DIT_FLAGS, "--vae", str(vae_run[0]), "--data_dir", str(data), "--cache_latents", str(cache),
         "--aspect_ratios", "square", "portrait", "--output_dir", str(tmp_path / "out"), "--max_train_steps", "2",
         "--validation_steps", "0", "--checkpointing_steps", "100", "--condition_probs", "0", "0", "0", "1", "1",
+        "--cache_prompt_embeds",
     ]  # fmt: skip
     result = run(train_text_to_video.main, argv)
     assert math.isfinite(result["last_record"]["loss"])
     assert len(list(cache.glob("*.safetensors"))) == 5 and (cache / "info.json").is_file()
+    captions = {json.loads(line)["text"] for line in open(data / "metadata.jsonl")}
+    prompts = list((cache / "prompt_embeds").glob("*.safetensors"))
+    assert 1 <= len(prompts) <= len(captions) + 1  # each caption seen (and "" of caption dropout) encoded once
     item = caches.CachedLatentDataset(cache, 5)[0]
     assert item["latents"].shape[:2] == (4, 3) and item["tail_length"] == 1 and item["caption"]
     _assert_readable_video(tmp_path / "out" / "validation" / "step-000002_extend.mp4", 64, 32)

@@ -1,5 +1,6 @@
-"""The latent cache holds exactly the latents the pipeline conditions on: the cache and `SoraPipeline.encode_condition`
-go through the one recipe (`pipelines.conditioning.encode_clip`), so a model trains on what it is given at inference."""
+"""The latent cache holds exactly the latents the pipeline conditions on: the cache and the pipeline's
+`encode_condition` go through one recipe (`pipelines.conditioning.encode_clip`), so a model trains on what it is given
+at inference. Prompt embeddings are encoded once per caption."""
 
 from types import SimpleNamespace
 
@@ -8,7 +9,7 @@ import torch
 
 from sora_diffusers import FrameCondition, SoraPipeline, SpacetimeVAE
 from sora_diffusers.training.buckets import make_buckets
-from sora_diffusers.training.caches import build_latent_cache
+from sora_diffusers.training.caches import PromptEmbeddingCache, build_latent_cache
 from sora_diffusers.training.conditioning_sampler import tail_clip_start
 from sora_diffusers.training.datasets import shapes_dataset
 
@@ -83,3 +84,39 @@ def test_a_cache_built_before_safetensors_is_still_read(vae, tmp_path):
     assert item["caption"] == "an old clip" and item["tail_length"] == 1
     assert item["latents"].dtype == torch.float32 and torch.equal(item["latents"], torch.ones(4, 3, 4, 4))
     assert cache[1]["caption"] == dataset[1]["caption"] and cache[1]["latents"].shape == (4, 3, 4, 4)
+
+
+def _fake_encoder(calls: list):
+    """Captions -> (B, L, 3) embeddings and masks: a caption of n words has n tokens, each from its word."""
+
+    def encode(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(list(captions))
+        length = max(max(len(c.split()), 1) for c in captions)
+        embeds, mask = torch.zeros(len(captions), length, 3), torch.zeros(len(captions), length, dtype=torch.long)
+        for b, caption in enumerate(captions):
+            words = caption.split() or [""]
+            for i, word in enumerate(words):
+                embeds[b, i] = torch.tensor([len(word), i, sum(map(ord, word)) % 7], dtype=torch.float32)
+            mask[b, : len(words)] = 1
+        return embeds, mask
+
+    return encode
+
+
+def test_prompt_embeddings_are_encoded_once_per_caption_and_padded_per_batch(tmp_path):
+    calls = []
+    cache = PromptEmbeddingCache(_fake_encoder(calls), tmp_path / "prompts", {"text_encoder": "fake"})
+    embeds, mask = cache(["a red circle", "", "a red circle moving right"])
+    embeds_again, mask_again = cache(["a red circle moving right", "a red circle"])
+
+    assert calls == [["a red circle"], [""], ["a red circle moving right"]]  # one caption at a time, each once
+    assert embeds.shape == (3, 5, 3) and mask.tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
+    assert torch.equal(embeds[0, :3], _fake_encoder([])(["a red circle"])[0][0]) and not embeds[0, 3:].any()
+    assert torch.equal(embeds_again[0], embeds[2]) and torch.equal(embeds_again[1], embeds[0])
+    assert mask_again.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+
+    reread = PromptEmbeddingCache(_fake_encoder(calls), tmp_path / "prompts", {"text_encoder": "fake"})
+    assert torch.equal(reread(["a red circle", ""])[0], embeds[:2, :3]) and reread.encoded == 0  # from disk
+    assert len(list((tmp_path / "prompts").glob("*.safetensors"))) == 3
+    with pytest.raises(ValueError, match="holds prompt embeddings of another text encoder"):
+        PromptEmbeddingCache(_fake_encoder(calls), tmp_path / "prompts", {"text_encoder": "other"})

@@ -1,5 +1,6 @@
-"""Atomic checkpoints: a checkpoint folder is complete (marker written last, then renamed into place) or not picked;
-temp folders of killed saves are ignored and cleaned; a corrupt checkpoint is named and passed over for the one before."""
+"""Atomic checkpoints: a checkpoint folder is complete (marker written last, then renamed into place) or not
+picked; temp folders of killed saves are ignored and cleaned; a corrupt checkpoint is named and passed over for the
+one before."""
 
 import json
 import logging

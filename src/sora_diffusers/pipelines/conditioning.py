@@ -3,10 +3,10 @@
 A `FrameCondition` is an image or clip placed at a pixel frame index with a strength. `SoraPipeline.encode_condition`
 turns it into latent frames aligned with the causal VAE's grouping (latent 0 = pixel frame 0 alone, latent j >= 1 =
 pixel frames 4j-3 .. 4j for 4x temporal compression); a clip placed later is encoded at its place
-(`with_lead_frames`). `encode_clip` is that recipe, the one place both the pipeline and training (`training.caches`)
-turn pixels into the latents a model is conditioned on. `build_condition` merges all of them into one `(cond_latents, cond_sigma)` pair: the denoising
-loop keeps each conditioned latent frame at noise level `cond_sigma` (0 = exactly clean) and lets every other frame be
-generated. Text-to-video is no condition; image-to-video one image at frame 0; extension a clip at the start (forward)
+(`with_lead_frames`). `encode_clip` is that recipe, the one place where both the pipeline and training
+(`training.conditioning_sampler`, `training.caches`) turn pixels into the latents a model is conditioned on.
+`build_condition` merges all of them into one `(cond_latents, cond_sigma)` pair: the denoising loop keeps each
+conditioned latent frame at noise level `cond_sigma` (0 = exactly clean) and lets every other frame be generated. Text-to-video is no condition; image-to-video one image at frame 0; extension a clip at the start (forward)
 or the end (backward); a loop or a connection clips at both ends.
 """
 
@@ -73,7 +73,7 @@ def with_lead_frames(clip: torch.Tensor, latent_index: int, temporal_ratio: int)
 
 def latent_stats(vae, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel `latents_mean` and `latents_std` from the VAE's config, shaped (1, C, 1, 1, 1) in the dtype and on
-    the device of `latents`; zeros and ones for a VAE without them (`SpacetimeVAE` or diffusers' `AutoencoderKLWan`)."""
+    the device of `latents`; zeros and ones for a VAE without them (a `SpacetimeVAE` or an `AutoencoderKLWan`)."""
     C = latents.shape[1]
     mean = getattr(vae.config, "latents_mean", None) or [0.0] * C
     std = getattr(vae.config, "latents_std", None) or [1.0] * C

@@ -5,7 +5,7 @@
     autoencoder           the pieces of training a SpacetimeVAE: reconstruction, crops, losses, init, statistics
     buckets               native shapes: `Bucket`, `make_buckets`, `nearest_bucket`, `BucketBatchSampler`
     datasets              the shapes world or a folder of captioned videos, batched by bucket
-    caches                latents (with each clip's conditioning tail) encoded once, read from disk
+    caches                latents (with each clip's conditioning tail) and prompt embeddings, encoded once
     arguments             the command-line flags every training script shares
     trainer               accelerate setup, optimizer, the step loop with `--stop_at_step`, the final model
     checkpoints           atomic checkpoint-STEP folders; resume from the latest complete one, without pickles
@@ -45,7 +45,7 @@ _LAZY = {
     "arguments": ["build_parser", "check_args", "refuse_architecture_flags"],
     "autoencoder": ["ReconstructionModel", "measure_latent_stats"],
     "buckets": ["ASPECT_RATIOS", "Bucket", "BucketBatchSampler", "make_buckets", "nearest_bucket"],
-    "caches": ["CachedLatentDataset", "build_latent_cache"],
+    "caches": ["CachedLatentDataset", "PromptEmbeddingCache", "build_latent_cache"],
     "checkpoints": [
         "CorruptCheckpointError",
         "apply_state",

@@ -1,5 +1,6 @@
-"""Latents for training a transformer on a frozen VAE, encoded once into an on-disk cache (`--cache_latents DIR`)
-with each clip's conditioning tail, so training runs without the VAE.
+"""Frozen models' outputs computed once: the latents of a frozen VAE, with each clip's conditioning tail, in an on-disk
+cache (`--cache_latents DIR`) so training runs without the VAE, and the text encoder's embedding of each caption
+(`PromptEmbeddingCache`, `--cache_prompt_embeds`).
 
 The latents are the ones `SoraPipeline` conditions on at inference, made by the same function
 (`pipelines.conditioning.encode_clip`, through `conditioning_sampler.encode_clips` / `encode_tails`): normalised
@@ -8,6 +9,7 @@ encoded at its place in the video, after a still copy of its first frame, so the
 of a length fixed per clip (`cached_tail_length`). Each clip is one safetensors file: nothing is unpickled to read it.
 """
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -145,3 +147,71 @@ class CachedLatentDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return read_cached_item(self.cache_dir, index)
+
+
+class PromptEmbeddingCache:
+    """
+    The text encoder's output per caption, computed once: a run sees each caption (and the empty one of caption
+    dropout) many times, and the encoder is frozen.
+
+    Each caption is encoded alone (`encode_fn([caption])`, so its embedding does not depend on the batch it first came
+    in), trimmed to its tokens, and kept in memory; with `cache_dir` also written there as a safetensors file, so
+    another run (or a resume) reads it instead of encoding it again. A batch is padded to its longest caption, with a
+    mask, as the pipeline pads.
+
+    Args:
+        encode_fn (`Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]`): captions -> text embeddings (B, L, D)
+            and attention mask (B, L), e.g. the first two outputs of `SoraPipeline.encode_prompt`.
+        cache_dir (`str` or `os.PathLike`, *optional*): where to keep the embeddings on disk.
+        info (`dict`, *optional*): what the embeddings depend on (text encoder, sequence length); a `cache_dir` holding
+            other `info` is refused.
+    """
+
+    def __init__(self, encode_fn, cache_dir: str | Path | None = None, info: dict | None = None):
+        self.encode_fn = encode_fn
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.memory: dict[str, torch.Tensor] = {}
+        self.encoded = 0  # captions that went through the encoder
+        if self.cache_dir is not None:
+            info_path = self.cache_dir / "info.json"
+            info = json.loads(json.dumps(info or {}))
+            if info_path.is_file() and json.loads(info_path.read_text(encoding="utf-8")) != info:
+                raise ValueError(
+                    f"{self.cache_dir} holds prompt embeddings of another text encoder ({info_path}); "
+                    "give a new folder or delete this one."
+                )
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+    def _file(self, caption: str) -> Path:
+        return self.cache_dir / f"{hashlib.sha256(caption.encode('utf-8')).hexdigest()[:32]}.safetensors"
+
+    def embedding(self, caption: str) -> torch.Tensor:
+        """(L_caption, D) hidden states of one caption's tokens."""
+        if caption in self.memory:
+            return self.memory[caption]
+        path = self._file(caption) if self.cache_dir is not None else None
+        if path is not None and path.is_file():
+            with safe_open(path, framework="pt") as f:
+                if f.metadata().get("caption") == caption:  # not a hash collision
+                    self.memory[caption] = f.get_tensor("embedding")
+                    return self.memory[caption]
+        embeds, mask = self.encode_fn([caption])
+        embedding = embeds[0, : int(mask[0].sum())].detach()
+        self.encoded += 1
+        if path is not None:
+            save_file({"embedding": embedding.cpu().contiguous()}, path.with_suffix(".tmp"), {"caption": caption})
+            os.replace(path.with_suffix(".tmp"), path)
+        self.memory[caption] = embedding
+        return embedding
+
+    def __call__(self, captions: list[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text embeddings (B, L, D), zero-padded to the longest caption, and the mask (B, L) of real tokens."""
+        embeddings = [self.embedding(caption) for caption in captions]
+        length = max(e.shape[0] for e in embeddings)
+        embeds = embeddings[0].new_zeros(len(captions), length, embeddings[0].shape[-1])
+        mask = torch.zeros(len(captions), length, dtype=torch.long)
+        for b, e in enumerate(embeddings):
+            embeds[b, : e.shape[0]] = e
+            mask[b, : e.shape[0]] = 1
+        return embeds.to(device), mask.to(device)

@@ -18,8 +18,8 @@ What a checkpoint holds (`write_state`), in safetensors and JSON only:
     checkpoint.json                          the completion marker
 
 Checkpoints that `accelerator.save_state` wrote (this package's layout until 2026-12) have no marker but
-`optimizer.bin`, `scheduler.bin`, `random_states_0.pkl` and `custom_checkpoint_0.pkl`; they are still resumed, read with
-torch's weights-only loader (`read_legacy_state`), which rebuilds tensors and plain values but cannot run code.
+`optimizer.bin`, `scheduler.bin`, `random_states_0.pkl` and `custom_checkpoint_0.pkl`; they are still resumed, read
+with torch's weights-only loader (`read_legacy_state`), which rebuilds tensors and plain values but cannot run code.
 """
 
 import argparse
