@@ -7,14 +7,9 @@ bench_vae.py for what they measure and how.
 """
 
 import argparse
-import os
-import sys
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import bench_transformer  # noqa: E402
-import bench_vae  # noqa: E402
+import bench_transformer
+import bench_vae
 
 
 def main(argv: list[str] | None = None) -> dict:

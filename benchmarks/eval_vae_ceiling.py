@@ -11,21 +11,16 @@ of every frame index averaged over the clips (a causal VAE trained on short clip
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from eval_default_model import MOTION_SETS, OBJECT_COUNTS, OCCLUDER_CHOICES, held_out_scenes
 from tqdm.auto import tqdm
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from eval_default_model import MOTION_SETS, OBJECT_COUNTS, OCCLUDER_CHOICES, held_out_scenes  # noqa: E402
-
-from sora_diffusers import SpacetimeVAE  # noqa: E402
-from sora_diffusers.default_model import default_model_path  # noqa: E402
-from sora_diffusers.eval import evaluate_clip  # noqa: E402
+from sora_diffusers import SpacetimeVAE
+from sora_diffusers.default_model import default_model_path
+from sora_diffusers.eval import evaluate_clip
 
 
 # The strict shape reading beside the lenient one used before 2026-12, so earlier figures stay comparable.

@@ -29,11 +29,7 @@ from diffusers.utils import logging as diffusers_logging
 from sora_diffusers import SoraPipeline
 from sora_diffusers.default_model import TEXT_ENCODER_PACKAGE, load_default_pipeline
 from sora_diffusers.pipelines.text_encoder_package import TEXT_COMPONENTS, load_text_components
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, also when imported from elsewhere
-
-from _common import load_vae  # noqa: E402
+from sora_diffusers.training.models import load_vae
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

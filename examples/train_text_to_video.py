@@ -11,68 +11,37 @@ loss, and are exactly the latents `SoraPipeline` makes for such conditions at in
     accelerate launch examples/train_text_to_video.py --vae runs/vae --output_dir runs/dit --mixed_precision bf16 ...
     python examples/train_text_to_video.py --vae runs/dit --pretrained_transformer runs/dit --output_dir runs/dit2 ...
 
-See examples/README.md for every flag and what the run writes.
+See examples/README.md for every flag and what the run writes; the loop, checkpoints, EMA, data, latent cache and
+logging are `sora_diffusers.training`'s.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-import numpy as np
 import torch
+from accelerate.logging import get_logger
 from transformers import AutoModel, AutoTokenizer
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common / _data / _latents, also when imported
-
-from _common import (  # noqa: E402
-    MetricsLog,
-    build_parser,
-    check_args,
-    create_ema,
-    create_hub_repo,
-    create_optimizer,
-    load_json_config,
-    load_transformer,
-    load_vae,
-    logger,
-    refuse_architecture_flags,
-    resume,
-    setup_accelerator,
-    step_generator,
-    to_uint8_video,
-    train_loop,
-    upload_to_hub,
-    weight_dtype,
-    write_video,
+from sora_diffusers import DiTVideoTransformer3D, FrameCondition, SoraFlowMatchScheduler, SoraPipeline
+from sora_diffusers.training.arguments import build_parser, check_args, refuse_architecture_flags
+from sora_diffusers.training.buckets import Bucket
+from sora_diffusers.training.caches import PromptEmbeddingCache, build_latent_cache
+from sora_diffusers.training.conditioning_sampler import (
+    CONDITION_MODES,
+    DEFAULT_CONDITION_PROBS,
+    captions_with_dropout,
+    conditioned_latents,
+    normalize_condition_probs,
 )
-from _data import (  # noqa: E402
-    BucketBatchSampler,
+from sora_diffusers.training.datasets import (
     VideoFolderDataset,
     buckets_from_args,
-    build_dataloader,
     build_dataset,
     read_frames,
     resize_crop,
     shapes_dataset,
 )
-from _latents import build_latent_cache, encode_clips, encode_tails  # noqa: E402
-
-from sora_diffusers import (  # noqa: E402
-    DiTVideoTransformer3D,
-    FrameCondition,
-    SoraFlowMatchScheduler,
-    SoraPipeline,
-)
-from sora_diffusers.data import Bucket  # noqa: E402
-from sora_diffusers.training.conditioning_sampler import (  # noqa: E402
-    CONDITION_MODES,
-    DEFAULT_CONDITION_PROBS,
-    normalize_condition_probs,
-    sample_condition_mask,
-    tail_length_of,
-)
-from sora_diffusers.training.flow_matching import (  # noqa: E402
+from sora_diffusers.training.flow_matching import (
     LOSS_WEIGHTING_SCHEMES,
     WEIGHTING_SCHEMES,
     add_noise,
@@ -83,7 +52,12 @@ from sora_diffusers.training.flow_matching import (  # noqa: E402
     sample_sigmas,
     sigmas_to_timesteps,
 )
+from sora_diffusers.training.logging import to_uint8_video, write_video
+from sora_diffusers.training.models import load_json_config, load_transformer, load_vae
+from sora_diffusers.training.trainer import Trainer, step_generator, weight_dtype
 
+
+logger = get_logger(__name__)
 
 # A small DiT for the shapes world: 6 blocks of width 256 (4 heads of 64), spacetime patches of 1x2x2 latents.
 DEFAULT_TRANSFORMER_CONFIG = dict(
@@ -95,6 +69,17 @@ DEFAULT_VALIDATION_PROMPTS = [
     "a blue square moving up on a black background",
 ]
 VALIDATION_SEED_OFFSET = 1_000_003
+MODEL_CARD = dict(  # with --push_to_hub: the README.md of the uploaded folder
+    description="A `SoraPipeline` trained with sora_diffusers' `examples/train_text_to_video.py`: a "
+    "`DiTVideoTransformer3D` trained by flow matching on the latents of a frozen `SpacetimeVAE`, conditioned on text "
+    "and on random clean latent frames, so one model does text-to-video, image-to-video and extension.",
+    usage="""from sora_diffusers import FrameCondition, SoraPipeline
+
+pipe = SoraPipeline.from_pretrained("{repo_id}")
+video = pipe("a red circle moving to the right", num_inference_steps=30).frames[0]
+animated = pipe("a red circle moving to the right", conditions=[FrameCondition(image, 0)]).frames[0]""",
+    tags=("text-to-video", "image-to-video"),
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,6 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[DEFAULT_CONDITION_PROBS[m] for m in CONDITION_MODES], help=f"probabilities of {CONDITION_MODES}",
     )  # fmt: skip
     flow.add_argument("--cache_latents", default=None, help="encode the data once into DIR and train from there")
+    flow.add_argument(
+        "--cache_prompt_embeds",
+        action="store_true",
+        help="encode each caption once (alone, not in its batch) and reuse it; kept in DIR/prompt_embeds with "
+        "--cache_latents DIR, else in memory",
+    )
     val = p.add_argument_group("validation")
     val.add_argument("--validation_prompts", nargs="+", default=DEFAULT_VALIDATION_PROMPTS)
     val.add_argument("--validation_num_inference_steps", type=int, default=20)
@@ -212,49 +203,6 @@ def build_transformer(args: argparse.Namespace, vae, text_encoder) -> DiTVideoTr
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# One training batch
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def condition_batch(x0: torch.Tensor, rng: np.random.Generator, probs: np.ndarray, tail_lengths=None):
-    """Draw a conditioning mask per sample: (B, T') bool, and the tail length each sample needs (0 = none)."""
-    masks = [
-        sample_condition_mask(x0.shape[2], rng, probs, None if tail_lengths is None else tail_lengths[b] or None)[1]
-        for b in range(x0.shape[0])
-    ]
-    tails = [tail_length_of(mask) for mask in masks]
-    return torch.stack(masks).to(x0.device), tails  # (B, T'), B ints
-
-
-def latents_with_tails(x0: torch.Tensor, tails: list[int], encode_tail) -> torch.Tensor:
-    """Replace each sample's last `tails[b]` latent frames by its tail clip's own encoding (`encode_tail(b, k)`)."""
-    if not any(tails):
-        return x0
-    x0 = x0.clone()
-    for b, k in enumerate(tails):
-        if k:
-            x0[b, :, -k:] = encode_tail(b, k)
-    return x0
-
-
-def conditioned_latents(batch: dict, vae, rng: np.random.Generator, args) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch's clean latents (B, C, T', H', W') with each sample's tail replaced by its conditioning encoding,
-    and the conditioning masks (B, T'): from the cache, or encoded now."""
-    if args.cache_latents:
-        x0 = batch["latents"]
-        masks, tails = condition_batch(x0, rng, args.condition_probs, list(batch["tail_length"]))
-        return latents_with_tails(x0, tails, lambda b, k: batch["tail_latents"][b][:, -k:].to(x0)), masks
-    video = batch["video"]
-    x0 = encode_clips(vae, video)
-    masks, tails = condition_batch(x0, rng, args.condition_probs)
-    return latents_with_tails(x0, tails, lambda b, k: encode_tails(vae, video[b : b + 1], k)[0]), masks
-
-
-def captions_with_dropout(captions: list[str], rng: np.random.Generator, dropout: float) -> list[str]:
-    return ["" if rng.random() < dropout else caption for caption in captions]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -306,17 +254,15 @@ def generate_validation(pipe: SoraPipeline, args: argparse.Namespace, clip: torc
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    accelerator = setup_accelerator(args)
-    repo_id = create_hub_repo(args)
-    device, dtype = accelerator.device, weight_dtype(accelerator)
+    trainer = Trainer(args)
+    device, dtype = trainer.device, weight_dtype(trainer.accelerator)
 
-    # 1. Models: frozen VAE and text encoder, the transformer to train, the sampler saved with it
+    # 1. Models: frozen VAE and text encoder, the transformer to train
     vae, tokenizer, text_encoder = load_frozen(args, device, dtype)
     transformer = build_transformer(args, vae, text_encoder)
     if args.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     logger.info(f"DiTVideoTransformer3D: {sum(p.numel() for p in transformer.parameters()) / 1e6:.2f} M parameters")
-    scheduler = SoraFlowMatchScheduler(shift=args.scheduler_shift)
 
     # 2. Data: clips rendered/decoded and encoded each step, or latents cached once
     dataset, bucket_ids = build_dataset(args, group_size=args.train_batch_size, random_start=not args.cache_latents)
@@ -325,41 +271,40 @@ def main(argv: list[str] | None = None) -> dict:
             k: getattr(args, k) for k in ("data_dir", "num_train_samples", "seed", "resolution", "num_frames")
         }
         data_info.update(aspect_ratios=args.aspect_ratios, vae=str(Path(args.vae).resolve()))
-        dataset = build_latent_cache(args.cache_latents, dataset, bucket_ids, vae, accelerator, data_info, args)
-    batch_sampler = BucketBatchSampler(bucket_ids, args.train_batch_size, seed=args.seed)
-    dataloader = build_dataloader(dataset, batch_sampler, args.dataloader_num_workers)
+        dataset = build_latent_cache(
+            args.cache_latents, dataset, bucket_ids, vae, trainer.accelerator, data_info, args
+        )
 
-    # 3. Optimizer, accelerate, EMA, resume
-    optimizer, lr_scheduler = create_optimizer(transformer, args, accelerator)
-    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(transformer, optimizer, dataloader, lr_scheduler)
-    ema = create_ema(transformer, args, accelerator)
-    metrics = MetricsLog(Path(args.output_dir) / "metrics.jsonl")
-    accelerator.register_for_checkpointing(metrics)
-    first_step = resume(accelerator, args, lr_scheduler)
-    if accelerator.is_main_process:
-        metrics.rewrite()
+    # 3. Optimizer, accelerate, EMA, resume; the pipeline that encodes prompts and samples for validation
+    model = trainer.prepare(transformer, dataset, bucket_ids)
     pipe = SoraPipeline(
-        tokenizer, text_encoder, accelerator.unwrap_model(model), vae, scheduler, default_height=args.validation_height,
+        tokenizer, text_encoder, trainer.accelerator.unwrap_model(model), vae,
+        SoraFlowMatchScheduler(shift=args.scheduler_shift), default_height=args.validation_height,
         default_width=args.validation_width, default_num_frames=args.validation_num_frames,
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     per_frame = transformer.config.per_frame_timesteps
-    calls = [first_step * args.gradient_accumulation_steps]
+
+    def encode_prompts(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        kwargs = dict(do_classifier_free_guidance=False, max_sequence_length=args.max_sequence_length, device=device)
+        return pipe.encode_prompt(captions, **kwargs)[:2]
+
+    if args.cache_prompt_embeds:
+        info = {"text_encoder": str(text_encoder_path(args)), "max_sequence_length": args.max_sequence_length}
+        folder = Path(args.cache_latents) / "prompt_embeds" if args.cache_latents else None
+        prompt_cache = PromptEmbeddingCache(encode_prompts, folder, {**info, "dtype": str(dtype)})
 
     # 4. One micro-batch: condition, noise, predict the velocity on the generated frames
     def step_fn(batch: dict, step: int) -> dict[str, torch.Tensor]:
-        calls[0] += 1
-        rng = np.random.default_rng([args.seed, calls[0], accelerator.process_index])
+        rng = trainer.micro_batch_rng()
         generator = step_generator(rng, device)
         with torch.no_grad():
-            x0, masks = conditioned_latents(batch, vae, rng, args)  # (B, C, T', H', W'), (B, T')
+            x0, masks = conditioned_latents(batch, vae, rng, args.condition_probs)  # (B, C, T', H', W'), (B, T')
             captions = captions_with_dropout(batch["caption"], rng, args.caption_dropout)
-            text, text_mask, _, _ = pipe.encode_prompt(
-                captions,
-                do_classifier_free_guidance=False,
-                max_sequence_length=args.max_sequence_length,
-                device=device,
-            )
+            if args.cache_prompt_embeds:
+                text, text_mask = prompt_cache(captions, device)
+            else:
+                text, text_mask = encode_prompts(captions)
         sigmas = sample_sigmas(
             x0.shape[0], weighting_scheme=args.weighting_scheme, logit_mean=args.logit_mean, logit_std=args.logit_std,
             mode_scale=args.mode_scale, shift=args.shift, generator=generator, device=device,
@@ -373,38 +318,26 @@ def main(argv: list[str] | None = None) -> dict:
         loss = flow_matching_loss(pred, flow_target(x0, noise), weights, mask=~masks)
         return {"loss": loss, "conditioned_frames": masks.float().mean()}
 
-    clip, caption = validation_clip(args) if accelerator.is_main_process else (None, None)
+    clip, caption = validation_clip(args) if trainer.is_main_process else (None, None)
 
     def validate_fn(step: int) -> None:
         generate_validation(pipe, args, clip, caption, step)
 
-    last_step = train_loop(
-        accelerator, args, model, optimizer, lr_scheduler, dataloader, batch_sampler, step_fn, validate_fn, ema,
-        metrics, first_step,
-    )  # fmt: skip
-    if last_step < args.max_train_steps:  # --stop_at_step: no final model yet
-        accelerator.end_training()
-        return {"first_step": first_step, "global_step": last_step, "output_dir": args.output_dir, "stopped": True}
-
     # 5. The whole pipeline, with the EMA weights and full-precision frozen models, into --output_dir
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        final = accelerator.unwrap_model(model)
-        if ema is not None:
-            ema.copy_to(final.parameters())
+    def save(final: DiTVideoTransformer3D) -> None:
+        frozen_vae, frozen_text_encoder = vae, text_encoder
         if dtype != torch.float32:  # save the frozen models as loaded, not as cast for training
-            vae, _, text_encoder = load_frozen(args, "cpu", torch.float32)
-        pipe = SoraPipeline(
-            tokenizer, text_encoder, final, vae, SoraFlowMatchScheduler(shift=args.scheduler_shift),
+            frozen_vae, _, frozen_text_encoder = load_frozen(args, "cpu", torch.float32)
+        SoraPipeline(
+            tokenizer, frozen_text_encoder, final, frozen_vae, SoraFlowMatchScheduler(shift=args.scheduler_shift),
             default_height=args.validation_height, default_width=args.validation_width,
             default_num_frames=args.validation_num_frames,
-        )  # fmt: skip
-        pipe.save_pretrained(args.output_dir)
+        ).save_pretrained(args.output_dir)  # fmt: skip
         logger.info(f"Saved the pipeline to {args.output_dir}")
-        upload_to_hub(args, repo_id)
-    accelerator.end_training()
-    last = next((r for r in reversed(metrics.records) if "loss" in r), {})
-    return {"first_step": first_step, "global_step": last_step, "output_dir": args.output_dir, "last_record": last}
+
+    if trainer.train(step_fn, validate_fn):
+        trainer.save_final_model(save, MODEL_CARD)
+    return trainer.end()
 
 
 if __name__ == "__main__":

@@ -10,43 +10,36 @@ about unit variance for the diffusion transformer. `--pretrained_vae` fine-tunes
     accelerate launch examples/train_vae.py --output_dir runs/vae --mixed_precision bf16 ...
     python examples/train_vae.py --output_dir runs/vae_dec --pretrained_vae runs/vae --train_decoder_only ...
 
-See examples/README.md for every flag and what the run writes.
+See examples/README.md for every flag and what the run writes; the loop, checkpoints, EMA, data and logging are
+`sora_diffusers.training`'s.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from accelerate.logging import get_logger
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common / _data, also when imported from elsewhere
-
-from _common import (  # noqa: E402
-    MetricsLog,
-    build_parser,
-    check_args,
-    create_ema,
-    create_hub_repo,
-    create_optimizer,
-    load_json_config,
-    load_vae,
-    logger,
-    refuse_architecture_flags,
-    resume,
-    setup_accelerator,
-    step_generator,
-    to_uint8_video,
-    train_loop,
-    upload_to_hub,
-    write_video,
+from sora_diffusers import SpacetimeVAE
+from sora_diffusers.training.arguments import build_parser, check_args, refuse_architecture_flags
+from sora_diffusers.training.autoencoder import (
+    ReconstructionModel,
+    cut_to_images,
+    gradient_difference,
+    init_convs_kaiming_,
+    init_posterior_logvar_,
+    measure_latent_stats,
+    psnr,
+    random_crop,
 )
-from _data import BucketBatchSampler, buckets_from_args, build_dataloader, build_dataset, shapes_dataset  # noqa: E402
+from sora_diffusers.training.datasets import buckets_from_args, build_dataset, shapes_dataset
+from sora_diffusers.training.logging import to_uint8_video, write_video
+from sora_diffusers.training.models import load_json_config, load_vae
+from sora_diffusers.training.trainer import Trainer, step_generator
 
-from sora_diffusers import SpacetimeVAE  # noqa: E402
 
+logger = get_logger(__name__)
 
 # A small VAE for the shapes world: 4x time, 8x space, 16 latent channels (Wan 2.1's layout at a third of its width).
 DEFAULT_VAE_CONFIG = dict(
@@ -61,6 +54,17 @@ ARCHITECTURE_KEYS = (
     "latent_channels", "base_dim", "dim_mult", "num_res_blocks", "attn_scales", "temporal_downsample", "patch_size",
 )  # fmt: skip
 VALIDATION_SEED_OFFSET = 1_000_003  # validation clips come from another seed than the training clips
+MODEL_CARD = dict(  # with --push_to_hub: the README.md of the uploaded folder
+    description="A `SpacetimeVAE` (sora_diffusers' causal 3D-convolution video VAE: frame 0 is encoded alone, then "
+    "groups of frames) trained with `examples/train_vae.py`. Its config carries the per-channel `latents_mean` / "
+    "`latents_std` measured on the training data, so its normalised latents have about unit variance.",
+    usage="""from sora_diffusers import SpacetimeVAE
+
+vae = SpacetimeVAE.from_pretrained("{repo_id}")
+latents = vae.encode(video).latent_dist.mode()  # video: (B, 3, 1 + 4k, H, W) in [-1, 1]
+frames = vae.decode(latents).sample""",
+    tags=("video-autoencoder",),
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -142,58 +146,6 @@ def vae_config(args: argparse.Namespace) -> dict:
     return {**config, "latents_mean": None, "latents_std": None}
 
 
-class ReconstructionModel(nn.Module):
-    """The VAE's encode -> sample -> decode in one `forward`, so DDP sees (and synchronises) the whole pass."""
-
-    def __init__(self, vae: SpacetimeVAE, train_encoder: bool = True):
-        super().__init__()
-        self.vae = vae
-        self.train_encoder = train_encoder
-
-    def forward(
-        self, video: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, T, H, W) -> reconstruction (same shape, unclamped so every pixel has a gradient) and the mean KL
-        per latent element."""
-        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
-            posterior = self.vae.encode(video).latent_dist
-        recon = self.vae.decode(posterior.sample(generator), clamp=False).sample
-        return recon, posterior.kl().sum() / posterior.mean.numel()
-
-
-def random_crop(video: torch.Tensor, size: int | None, rng: np.random.Generator) -> torch.Tensor:
-    """(B, 3, T, H, W) -> (B, 3, T, h, w): one random window of at most `size` x `size` pixels (None: the whole frame).
-
-    Training on crops of full-resolution clips teaches the VAE the scale it will see at inference (objects of 40-80
-    px at 256 px) at the cost of small frames.
-    """
-    if size is None:
-        return video
-    height, width = video.shape[-2:]
-    h, w = min(size, height), min(size, width)
-    top, left = int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1))
-    return video[..., top : top + h, left : left + w]
-
-
-def cut_to_images(video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """(B, 3, T, H, W) -> (B, 3, 1, H, W): one random frame of each clip."""
-    frames = torch.as_tensor(rng.integers(video.shape[2], size=video.shape[0]), device=video.device)
-    return video[torch.arange(video.shape[0], device=video.device), :, frames].unsqueeze(2)
-
-
-def gradient_difference(error: torch.Tensor) -> torch.Tensor:
-    """Mean |horizontal| + mean |vertical| pixel gradient of `error = recon - target` (..., H, W): the L1 distance
-    between the two videos' gradients, as gradients are linear. Zero for a reconstruction off by a constant."""
-    horizontal = error[..., :, 1:] - error[..., :, :-1]
-    vertical = error[..., 1:, :] - error[..., :-1, :]
-    return horizontal.abs().mean() + vertical.abs().mean()
-
-
-def psnr(mse: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of videos in [-1, 1] (peak-to-peak 2)."""
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
-
-
 def validation_clips(args: argparse.Namespace) -> list[torch.Tensor]:
     """Fixed clips to reconstruct at each validation: unseen shapes-world clips, or the first clips of --data_dir."""
     if args.data_dir:
@@ -205,54 +157,8 @@ def validation_clips(args: argparse.Namespace) -> list[torch.Tensor]:
     return [dataset[i]["video"] for i in range(min(args.num_validation_videos, len(dataset)))]
 
 
-@torch.no_grad()
-def measure_latent_stats(vae: SpacetimeVAE, dataset, num_samples: int, device) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of the posterior means of `num_samples` clips (all latent positions pooled)."""
-    total = total_sq = count = 0
-    for index in range(min(num_samples, len(dataset))):
-        video = dataset[index]["video"][None].to(device, vae.dtype)  # (1, 3, T, H, W)
-        z = vae.encode(video).latent_dist.mode().double()  # (1, C, T', H', W')
-        total = total + z.sum(dim=(0, 2, 3, 4))
-        total_sq = total_sq + (z**2).sum(dim=(0, 2, 3, 4))
-        count += z[:, 0].numel()
-    mean = total / count
-    std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
-    return mean.tolist(), std.tolist()
-
-
-def init_convs_kaiming_(vae: SpacetimeVAE) -> None:
-    """He-normal conv weights (fan in, ReLU gain) and zero biases, so the input reaches the latents at init.
-
-    PyTorch's default conv init shrinks the signal ~3x per convolution and its biases then dominate: at init the
-    encoder's latents barely depend on the clip (mean |difference| between two clips 0.03 against a spread of 0.14; 0.30
-    against 0.74 with this init).
-    """
-    for module in vae.modules():
-        if isinstance(module, nn.Conv3d | nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-
-
-def init_posterior_logvar_(vae: SpacetimeVAE, logvar: float) -> None:
-    """Start the posterior narrow: zero the log-variance half of `quant_conv` and set its bias to `logvar`.
-
-    With PyTorch's default init the posterior std starts near 1 while the latent means are ~0.1-0.2, so the decoder's
-    first inputs are mostly noise. On its own this did not end the background-only plateau of the shapes world (that
-    took training on unclamped decodes and `init_convs_kaiming_`); it is kept in the recipe that was measured.
-    """
-    half = vae.config.latent_channels
-    with torch.no_grad():
-        vae.quant_conv.weight[half:].zero_()
-        vae.quant_conv.bias[half:].fill_(logvar)
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    accelerator = setup_accelerator(args, find_unused_parameters=args.image_prob > 0)
-    repo_id = create_hub_repo(args)
-
-    # 1. Model: a new one, or --pretrained_vae (with --train_decoder_only: its encoder frozen)
+def build_vae(args: argparse.Namespace) -> SpacetimeVAE:
+    """A new VAE (initialised as measured best), or --pretrained_vae; with --train_decoder_only its encoder frozen."""
     if args.pretrained_vae:
         vae = load_vae(args.pretrained_vae)
     else:
@@ -267,30 +173,28 @@ def main(argv: list[str] | None = None) -> dict:
     vae.disable_temporal_chunking()  # whole clips at once: fastest for training-length clips
     if args.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
-    model = ReconstructionModel(vae, train_encoder=not args.train_decoder_only)
+    return vae
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    trainer = Trainer(args, find_unused_parameters=args.image_prob > 0)
+
+    # 1. Model: a new one, or --pretrained_vae (with --train_decoder_only: its encoder frozen)
+    vae = build_vae(args)
     total = sum(p.numel() for p in vae.parameters())
     trained = sum(p.numel() for p in vae.parameters() if p.requires_grad)
     logger.info(f"SpacetimeVAE: {total / 1e6:.2f} M parameters, {trained / 1e6:.2f} M trained")
 
-    # 2. Data, optimizer, EMA, resume
+    # 2. Data, optimizer, EMA (of the VAE), resume
     dataset, bucket_ids = build_dataset(args, group_size=args.train_batch_size)
-    batch_sampler = BucketBatchSampler(bucket_ids, args.train_batch_size, seed=args.seed)
-    dataloader = build_dataloader(dataset, batch_sampler, args.dataloader_num_workers)
-    optimizer, lr_scheduler = create_optimizer(model, args, accelerator)
-    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
-    ema = create_ema(vae, args, accelerator)
-    metrics = MetricsLog(Path(args.output_dir) / "metrics.jsonl")
-    accelerator.register_for_checkpointing(metrics)
-    first_step = resume(accelerator, args, lr_scheduler)
-    if accelerator.is_main_process:
-        metrics.rewrite()
-    val_clips = validation_clips(args) if accelerator.is_main_process else []
-    calls = [first_step * args.gradient_accumulation_steps]
+    model = ReconstructionModel(vae, train_encoder=not args.train_decoder_only)
+    model = trainer.prepare(model, dataset, bucket_ids, ema_model=vae)
+    val_clips = validation_clips(args) if trainer.is_main_process else []
 
     # 3. One micro-batch: reconstruct, weigh L1 + MSE + KL
     def step_fn(batch: dict, step: int) -> dict[str, torch.Tensor]:
-        calls[0] += 1
-        rng = np.random.default_rng([args.seed, calls[0], accelerator.process_index])
+        rng = trainer.micro_batch_rng()
         video = random_crop(batch["video"], args.crop_size, rng)
         if rng.random() < args.image_prob:
             video = cut_to_images(video, rng)
@@ -309,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     def validate_fn(step: int) -> None:
         scores = []
         for i, clip in enumerate(val_clips):
-            clip = clip[None].to(accelerator.device)
+            clip = clip[None].to(trainer.device)
             z = vae.encode(clip).latent_dist.mode()
             recon = vae.decode(z).sample.float()
             scores.append(psnr((recon - clip).square().mean()).item())
@@ -318,35 +222,23 @@ def main(argv: list[str] | None = None) -> dict:
                 to_uint8_video(side_by_side), Path(args.output_dir) / "validation" / f"step-{step:06d}_{i}.mp4"
             )
         if scores:
-            metrics.append({"step": step, "val_psnr": float(np.mean(scores))})
+            trainer.metrics.append({"step": step, "val_psnr": float(np.mean(scores))})
             logger.info(f"step {step}: validation PSNR {np.mean(scores):.2f} dB")
 
-    last_step = train_loop(
-        accelerator, args, model, optimizer, lr_scheduler, dataloader, batch_sampler, step_fn, validate_fn, ema,
-        metrics, first_step,
-    )  # fmt: skip
-    if last_step < args.max_train_steps:  # --stop_at_step: no final model yet
-        accelerator.end_training()
-        return {"first_step": first_step, "global_step": last_step, "output_dir": args.output_dir, "stopped": True}
-
     # 5. Final model: EMA weights, latent statistics measured on the data (a frozen encoder keeps its own), saved
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        final = accelerator.unwrap_model(model).vae
-        if ema is not None:
-            ema.copy_to(final.parameters())
+    def save(final: SpacetimeVAE) -> None:
         final.eval()
         if not args.train_decoder_only:
             stats_data, _ = build_dataset(args, group_size=1, random_start=False)
-            mean, std = measure_latent_stats(final, stats_data, args.stats_num_samples, accelerator.device)
+            mean, std = measure_latent_stats(final, stats_data, args.stats_num_samples, trainer.device)
             final.register_to_config(latents_mean=mean, latents_std=std)
         final.save_pretrained(args.output_dir)
         std = final.config.latents_std or [float("nan")]
         logger.info(f"Saved the VAE to {args.output_dir} (latent std {min(std):.3g} .. {max(std):.3g})")
-        upload_to_hub(args, repo_id)
-    accelerator.end_training()
-    last = next((r for r in reversed(metrics.records) if "loss" in r), {})
-    return {"first_step": first_step, "global_step": last_step, "output_dir": args.output_dir, "last_record": last}
+
+    if trainer.train(step_fn, validate_fn):
+        trainer.save_final_model(save, MODEL_CARD)
+    return trainer.end()
 
 
 if __name__ == "__main__":

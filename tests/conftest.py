@@ -1,7 +1,15 @@
 """Shared fixtures: tiny random-weight models (dims ~16, 2 layers) so every test runs in seconds on 2 CPU cores."""
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 # Tiny Wan-shaped transformer: head dim 12 splits RoPE channels 4 (t) / 4 (h) / 4 (w).
@@ -16,6 +24,19 @@ TINY_TRANSFORMER_CONFIG = dict(
     ffn_dim=48,
     num_layers=2,
 )
+
+
+def load_script(relative_path: str) -> ModuleType:
+    """A script of `examples/` or `benchmarks/` (folders of scripts, not packages) as a module, loaded from its file
+    and registered under its file name, so a test can call its `main(argv)` and read its constants."""
+    path = REPO_ROOT / relative_path
+    if path.stem in sys.modules and getattr(sys.modules[path.stem], "__file__", None) == str(path):
+        return sys.modules[path.stem]
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # dataclasses and pickling look a module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")

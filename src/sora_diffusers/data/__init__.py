@@ -1,14 +1,13 @@
 """The procedural shapes world: seeded captioned clips for training the embedded default model and for evaluation."""
 
+from ..training.buckets import ASPECT_RATIOS, NUM_FRAMES_CHOICES
 from .captions import canonical_caption, caption_clip
 from .dataset import Bucket, ShapesWorldDataset, collate_shapes, make_buckets, video_to_tensor, write_dataset
 from .shapes import (
-    ASPECT_RATIOS,
     BACKGROUND_COLORS,
     COLORS,
     DIRECTIONS,
     MOTIONS,
-    NUM_FRAMES_CHOICES,
     OCCLUDER_RGB,
     PALETTE,
     SHAPES,

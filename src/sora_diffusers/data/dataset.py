@@ -6,53 +6,19 @@ machine sees the same clip at the same index, and `write_dataset` writes exactly
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+# Bucketing lives in `training.buckets`; `Bucket` and `make_buckets` stay importable from here and `sora_diffusers.data`.
+from ..training.buckets import DEFAULT_LONG_SIDE, DEFAULT_MULTIPLE_OF, Bucket, make_buckets  # noqa: F401
 from .captions import caption_clip
-from .shapes import ASPECT_RATIOS, NUM_FRAMES_CHOICES, ClipSpec, render_clip, sample_clip_spec
+from .shapes import ClipSpec, render_clip, sample_clip_spec
 
 
 # Independent random streams per index: the bucket (shared by a group of indices) and the clip itself.
 _BUCKET_STREAM, _CLIP_STREAM = 0, 1
-DEFAULT_LONG_SIDE = 64
-DEFAULT_MULTIPLE_OF = 16
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """A native training shape: frame size and clip length."""
-
-    width: int
-    height: int
-    num_frames: int
-
-
-def make_buckets(
-    long_side: int = DEFAULT_LONG_SIDE,
-    num_frames: Sequence[int] = NUM_FRAMES_CHOICES,
-    aspect_ratios: Sequence[str] = tuple(ASPECT_RATIOS),
-    multiple_of: int = DEFAULT_MULTIPLE_OF,
-) -> list[Bucket]:
-    """Buckets for each aspect ratio (`ASPECT_RATIOS` names) and clip length; the short side is rounded to `multiple_of`.
-
-    Example: `make_buckets(256, (33,))` -> 256x144 (landscape), 144x256 (portrait) and 256x256 (square), 33 frames.
-    """
-    buckets = []
-    for name in aspect_ratios:
-        if name not in ASPECT_RATIOS:
-            raise ValueError(f"aspect ratio {name!r} is not one of {tuple(ASPECT_RATIOS)}")
-        ratio_w, ratio_h = ASPECT_RATIOS[name]
-        short = max(
-            multiple_of,
-            int(long_side * min(ratio_w, ratio_h) / max(ratio_w, ratio_h) / multiple_of + 0.5) * multiple_of,
-        )
-        width, height = (long_side, short) if ratio_w >= ratio_h else (short, long_side)
-        buckets.extend(Bucket(width, height, t) for t in num_frames)
-    return buckets
 
 
 def video_to_tensor(video: np.ndarray) -> torch.Tensor:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..training.buckets import ASPECT_RATIOS, NUM_FRAMES_CHOICES  # noqa: F401  (bucket defaults, importable here)
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The world's vocabulary
@@ -59,8 +61,6 @@ DIRECTIONS: dict[str, tuple[int, int]] = {  # unit steps (dx, dy) on screen, y d
 }
 MOTIONS = (*DIRECTIONS, "bounce", "grow", "shrink", "rotate", "still")
 SIZES: dict[str, float] = {"small": 0.15, "medium": 0.22, "large": 0.30}  # equal-area diameter / min(width, height)
-ASPECT_RATIOS: dict[str, tuple[int, int]] = {"landscape": (16, 9), "portrait": (9, 16), "square": (1, 1)}
-NUM_FRAMES_CHOICES = (17, 33, 49)  # 1 + 4k, so a causal 4x temporal VAE maps them to 5, 9, 13 latent frames
 DEFAULT_FPS = 16
 DEFAULT_SUPERSAMPLE = 4  # anti-aliasing: 4 x 4 samples per pixel (17 coverage levels at the edges)
 

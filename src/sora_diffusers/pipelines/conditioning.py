@@ -3,9 +3,10 @@
 A `FrameCondition` is an image or clip placed at a pixel frame index with a strength. `SoraPipeline.encode_condition`
 turns it into latent frames aligned with the causal VAE's grouping (latent 0 = pixel frame 0 alone, latent j >= 1 =
 pixel frames 4j-3 .. 4j for 4x temporal compression); a clip placed later is encoded at its place
-(`with_lead_frames`). `build_condition` merges all of them into one `(cond_latents, cond_sigma)` pair: the denoising
-loop keeps each conditioned latent frame at noise level `cond_sigma` (0 = exactly clean) and lets every other frame be
-generated. Text-to-video is no condition; image-to-video one image at frame 0; extension a clip at the start (forward)
+(`with_lead_frames`). `encode_clip` is that recipe, the one place where both the pipeline and training
+(`training.conditioning_sampler`, `training.caches`) turn pixels into the latents a model is conditioned on.
+`build_condition` merges all of them into one `(cond_latents, cond_sigma)` pair: the denoising loop keeps each
+conditioned latent frame at noise level `cond_sigma` (0 = exactly clean) and lets every other frame be generated. Text-to-video is no condition; image-to-video one image at frame 0; extension a clip at the start (forward)
 or the end (backward); a loop or a connection clips at both ends.
 """
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from ..training.flow_matching import add_noise
 
 
 @dataclass
@@ -66,6 +69,55 @@ def with_lead_frames(clip: torch.Tensor, latent_index: int, temporal_ratio: int)
         raise ValueError(f"`latent_index` must be >= 1 for a clip after frame 0, got {latent_index}.")
     lead = clip[:, :, :1].expand(-1, -1, 1 + (latent_index - 1) * temporal_ratio, -1, -1)
     return torch.cat([lead, clip], dim=2)
+
+
+def latent_stats(vae, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel `latents_mean` and `latents_std` from the VAE's config, shaped (1, C, 1, 1, 1) in the dtype and on
+    the device of `latents`; zeros and ones for a VAE without them (a `SpacetimeVAE` or an `AutoencoderKLWan`)."""
+    C = latents.shape[1]
+    mean = getattr(vae.config, "latents_mean", None) or [0.0] * C
+    std = getattr(vae.config, "latents_std", None) or [1.0] * C
+    view = (1, C, 1, 1, 1)
+    as_tensor = lambda v: torch.tensor(v, device=latents.device, dtype=latents.dtype).view(view)  # noqa: E731
+    return as_tensor(mean), as_tensor(std)
+
+
+def encode_clip(
+    vae,
+    clip: torch.Tensor,
+    latent_index: int = 0,
+    temporal_ratio: int | None = None,
+    generator: torch.Generator | None = None,
+    sample: bool = False,
+) -> torch.Tensor:
+    """
+    Pixels of a clip placed at latent frame `latent_index` of a video -> its normalised latents, float32.
+
+    The one recipe for conditioning latents: the pipeline encodes its `FrameCondition`s with it and training encodes
+    its clips and their conditioning tails with it, so a model trains on exactly the latents it is given at inference.
+    A clip at the start (`latent_index` 0) is encoded as a video of its own; a clip placed later is encoded at its
+    place, after a still copy of its first frame (`with_lead_frames`) whose latents are dropped.
+
+    Args:
+        vae: a `SpacetimeVAE` or diffusers' `AutoencoderKLWan`; `clip` is cast to its dtype, not moved.
+        clip (`torch.Tensor` of shape `(B, 3, T, H, W)`): pixels in [-1, 1]; T = 1 + k * r at the start, k * r later.
+        latent_index (`int`): the latent frame the clip starts at.
+        temporal_ratio (`int`, *optional*): the VAE's temporal compression r; needed when `latent_index` >= 1.
+        generator (`torch.Generator`, *optional*): for `sample`.
+        sample (`bool`): a posterior sample instead of its mode.
+
+    Returns:
+        `torch.Tensor` of shape `(B, C, T_c, H', W')`: `(z - latents_mean) / latents_std`, T_c latent frames of the
+        clip.
+    """
+    if latent_index:
+        if temporal_ratio is None:
+            raise ValueError(f"`temporal_ratio` is needed to encode a clip at `latent_index` {latent_index}.")
+        clip = with_lead_frames(clip, latent_index, temporal_ratio)
+    posterior = vae.encode(clip.to(dtype=vae.dtype)).latent_dist
+    latents = posterior.sample(generator) if sample else posterior.mode()
+    mean, std = latent_stats(vae, latents)
+    return ((latents - mean) / std).float()[:, :, latent_index:]
 
 
 def align_condition(
@@ -217,6 +269,6 @@ def impose_condition(
     frame_sigma = torch.where(replace, cond_sigma, torch.full_like(cond_sigma, sigma))
     level = frame_sigma if per_frame_timesteps else torch.full_like(cond_sigma, sigma)
     s = level.view(1, 1, -1, 1, 1).to(latents.dtype)
-    noised = (1 - s) * cond_latents + s * noise
+    noised = add_noise(cond_latents, noise, s)
     latents = torch.where((replace | release).view(1, 1, -1, 1, 1), noised, latents)
     return latents, level

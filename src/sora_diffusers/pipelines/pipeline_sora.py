@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..loaders.lora import SoraLoraLoaderMixin
 from ..models.autoencoder_spacetime import SpacetimeVAE
 from ..models.transformer_sora import DiTVideoTransformer3D
+from ..training.flow_matching import add_noise
 from .canvas import GenerationCanvas, generation_canvas
 from .conditioning import (
     FrameCondition,
@@ -27,11 +28,12 @@ from .conditioning import (
     LatentCondition,
     align_condition,
     build_condition,
+    encode_clip,
     impose_condition,
     keep_given_frames,
+    latent_stats,
     nearest_valid_num_frames,
     num_latent_frames,
-    with_lead_frames,
 )
 from .inputs import _check_clip_batch, _num_prompts, _video_length, exact_size_processor, frames_to_tensor
 from .pipeline_output import SoraPipelineOutput
@@ -413,15 +415,11 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
 
     def encode_video(self, video: torch.Tensor, generator=None, sample: bool = False) -> torch.Tensor:
         """(B, 3, T, H, W) pixels -> normalised latents (B, C, T', H', W') (posterior mode unless `sample`)."""
-        video = video.to(device=self._execution_device, dtype=self.vae.dtype)
-        posterior = self.vae.encode(video).latent_dist
-        latents = posterior.sample(generator) if sample else posterior.mode()
-        mean, std = _latent_stats(self.vae, latents)
-        return ((latents - mean) / std).float()
+        return encode_clip(self.vae, video.to(device=self._execution_device), generator=generator, sample=sample)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> (B, 3, T, H, W) pixels in [-1, 1], with a progress bar counted in frames."""
-        mean, std = _latent_stats(self.vae, latents)
+        mean, std = latent_stats(self.vae, latents)
         latents = (latents * std + mean).to(self.vae.dtype)
         num_frames = 1 + (latents.shape[2] - 1) * self.vae_scale_factor_temporal
         with self._frames_progress_bar(num_frames, "Decoding") as progress_bar:
@@ -507,9 +505,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         self, clip: torch.Tensor, latent_index: int, video_start: bool, strength: float, batch_size: int
     ) -> LatentCondition:
         """Pixels from `prepare_condition` -> `LatentCondition` for a batch of `batch_size` videos."""
-        if not video_start:  # encoded at its place in the video, after a still copy of its first frame
-            clip = with_lead_frames(clip, latent_index, self.vae_scale_factor_temporal)
-        latents = self.encode_video(clip)[:, :, latent_index:]  # a video start has latent_index 0
+        clip = clip.to(device=self._execution_device)
+        latents = encode_clip(self.vae, clip, 0 if video_start else latent_index, self.vae_scale_factor_temporal)
         return LatentCondition(
             latents.repeat_interleave(batch_size // latents.shape[0], dim=0), latent_index, strength
         )
@@ -656,7 +653,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             with self._frames_progress_bar(source.shape[2], "Encoding video") as progress_bar:
                 source_latents = self.encode_video(source).repeat_interleave(batch_size // source.shape[0], dim=0)
                 progress_bar.update(source.shape[2])
-            latents = (1 - sigma_start) * source_latents + sigma_start * noise
+            latents = add_noise(source_latents, noise, sigma_start)
         else:
             latents = noise.clone()
         per_frame = bool(getattr(self.transformer.config, "per_frame_timesteps", False))
@@ -820,16 +817,6 @@ def _has_dtype(module: torch.nn.Module, dtype: torch.dtype) -> bool:
         if not (tensor.dtype == torch.float32 and keep.intersection(name.split("."))):
             return False
     return True
-
-
-def _latent_stats(vae, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel latent mean and std from the VAE config (zeros/ones if the VAE has none), shaped (1, C, 1, 1, 1)."""
-    C = latents.shape[1]
-    mean = getattr(vae.config, "latents_mean", None) or [0.0] * C
-    std = getattr(vae.config, "latents_std", None) or [1.0] * C
-    view = (1, C, 1, 1, 1)
-    as_tensor = lambda v: torch.tensor(v, device=latents.device, dtype=latents.dtype).view(view)  # noqa: E731
-    return as_tensor(mean), as_tensor(std)
 
 
 def _tokenizer_max_length(tokenizer) -> int:

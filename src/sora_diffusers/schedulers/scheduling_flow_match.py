@@ -231,7 +231,9 @@ class SoraFlowMatchScheduler(SchedulerMixin, ConfigMixin):
             step_indices = [self.begin_index] * len(timestep)
         sigma = self.sigmas.to(device=sample.device, dtype=sample.dtype)[step_indices]
         sigma = sigma.reshape(-1, *([1] * (sample.ndim - 1)))  # (B, 1, ..., 1)
-        return sigma * noise + (1.0 - sigma) * sample
+        from ..training.flow_matching import add_noise  # here: training.flow_matching imports this module
+
+        return add_noise(sample, noise, sigma)
 
     def step(
         self,

@@ -14,13 +14,16 @@ At least one latent frame is always left to generate. The clean latents must be 
 inference (`SoraPipeline.encode_condition`): a head clip is encoded as the start of a video, so by causality it equals
 the first latents of the whole clip's encoding; a tail clip starts mid-video at a latent group boundary and is encoded
 at its place, after a still copy of its first frame whose latents are dropped (`tail_clip_start`,
-`pipelines.conditioning.with_lead_frames`).
+`pipelines.conditioning.with_lead_frames`); `encode_clips` and `encode_tails` make them with the pipeline's own
+`encode_clip`, and `conditioned_latents` draws a batch's masks and puts each sample's tail encoding in place.
 """
 
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+
+from ..pipelines.conditioning import encode_clip
 
 
 CONDITION_MODES = ("none", "image_head", "clip_head", "clip_tail", "head_tail")
@@ -121,3 +124,65 @@ def tail_clip_start(num_latent_frames: int, tail_length: int, temporal_ratio: in
     if not 1 <= tail_length <= num_latent_frames - 1:
         raise ValueError(f"`tail_length` must be in [1, {num_latent_frames - 1}], got {tail_length}")
     return 1 + (num_latent_frames - tail_length - 1) * temporal_ratio
+
+
+@torch.no_grad()
+def encode_clips(vae, video: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, H, W) in [-1, 1] -> normalised posterior means (B, C, T', H', W'), float32; by causality a head clip's
+    latents are the first ones of these."""
+    return encode_clip(vae, video)
+
+
+@torch.no_grad()
+def encode_tails(vae, video: torch.Tensor, tail_length: int) -> torch.Tensor:
+    """Latents of the clips that fill the last `tail_length` latent frames, encoded as the pipeline encodes a clip
+    placed mid-video: (B, 3, T, H, W) -> (B, C, tail_length, H', W')."""
+    ratio = vae.temporal_compression_ratio
+    num_latent_frames = 1 + (video.shape[2] - 1) // ratio
+    start = tail_clip_start(num_latent_frames, tail_length, ratio)
+    return encode_clip(vae, video[:, :, start:], num_latent_frames - tail_length, ratio)
+
+
+def condition_batch(
+    x0: torch.Tensor, rng: np.random.Generator, probs: np.ndarray, tail_lengths: Sequence[int] | None = None
+) -> tuple[torch.Tensor, list[int]]:
+    """Draw a conditioning mask per sample: (B, T') bool, and the tail length each sample needs (0 = none)."""
+    masks = [
+        sample_condition_mask(x0.shape[2], rng, probs, None if tail_lengths is None else tail_lengths[b] or None)[1]
+        for b in range(x0.shape[0])
+    ]
+    tails = [tail_length_of(mask) for mask in masks]
+    return torch.stack(masks).to(x0.device), tails  # (B, T'), B ints
+
+
+def latents_with_tails(x0: torch.Tensor, tails: list[int], encode_tail) -> torch.Tensor:
+    """Replace each sample's last `tails[b]` latent frames by its tail clip's own encoding (`encode_tail(b, k)`)."""
+    if not any(tails):
+        return x0
+    x0 = x0.clone()
+    for b, k in enumerate(tails):
+        if k:
+            x0[b, :, -k:] = encode_tail(b, k)
+    return x0
+
+
+def conditioned_latents(
+    batch: dict, vae, rng: np.random.Generator, probs: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's clean latents (B, C, T', H', W') with each sample's tail replaced by its conditioning encoding,
+    and the conditioning masks (B, T'): from a latent cache's batch (`latents`, `tail_latents`, `tail_length`), or
+    encoded now from `video` with `vae`."""
+    if "latents" in batch:
+        x0 = batch["latents"]
+        masks, tails = condition_batch(x0, rng, probs, list(batch["tail_length"]))
+        return latents_with_tails(x0, tails, lambda b, k: batch["tail_latents"][b][:, -k:].to(x0)), masks
+    video = batch["video"]
+    x0 = encode_clips(vae, video)
+    masks, tails = condition_batch(x0, rng, probs)
+    return latents_with_tails(x0, tails, lambda b, k: encode_tails(vae, video[b : b + 1], k)[0]), masks
+
+
+def captions_with_dropout(captions: list[str], rng: np.random.Generator, dropout: float) -> list[str]:
+    """Each caption replaced by "" with probability `dropout`, so the model also learns the unconditional velocity
+    that classifier-free guidance needs."""
+    return ["" if rng.random() < dropout else caption for caption in captions]

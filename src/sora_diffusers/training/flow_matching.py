@@ -1,9 +1,11 @@
-"""Flow-matching training math shared by the example scripts and the tests.
+"""Flow-matching training math shared by the training scripts, the pipeline and the scheduler.
 
-Forward process x_t = (1 - sigma) * x0 + sigma * noise (`add_noise`); the model learns the velocity v = noise - x0
-(`flow_target`). Sigmas are per sample `(B,)` or per latent frame `(B, T)`: frames given as conditioning carry sigma 0,
-so they stay clean (`prepare_frame_conditioning_sigmas`), the model sees timestep = sigma * num_train_timesteps of the
-same shape (`sigmas_to_timesteps`), and the loss skips them (`flow_matching_loss(..., mask=~cond_mask)`).
+Forward process x_t = (1 - sigma) * x0 + sigma * noise (`add_noise`, the one place it is written: the pipeline's
+conditioning and video-to-video start and the scheduler's `scale_noise` call it too); the model learns the velocity
+v = noise - x0 (`flow_target`). Sigmas are per sample `(B,)` or per latent frame `(B, T)`: frames given as conditioning
+carry sigma 0, so they stay clean (`prepare_frame_conditioning_sigmas`), the model sees timestep = sigma *
+num_train_timesteps of the same shape (`sigmas_to_timesteps`), and the loss skips them
+(`flow_matching_loss(..., mask=~cond_mask)`).
 
 A training step:
 
@@ -61,7 +63,8 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor | floa
     """
     if noise.shape != x0.shape:
         raise ValueError(f"`noise` must have the shape of `x0` {tuple(x0.shape)}, got {tuple(noise.shape)}")
-    sigmas = _expand_to(sigmas, x0, "sigmas").to(x0.dtype)
+    if not isinstance(sigmas, (int, float)):  # a Python number stays one: 1 - sigma in double precision
+        sigmas = _expand_to(sigmas, x0, "sigmas").to(x0.dtype)
     return (1.0 - sigmas) * x0 + sigmas * noise
 
 

@@ -1,9 +1,9 @@
-"""Training data for the example scripts: the shapes world rendered on the fly, or any folder of captioned videos,
-batched so that every batch holds one (num_frames, height, width) bucket.
+"""Training data: the shapes world rendered on the fly, or any folder of captioned videos, batched so that every batch
+holds one (num_frames, height, width) bucket.
 
 A dataset here is a torch `Dataset` plus `bucket_ids` (one bucket index per item, known without decoding anything);
-`BucketBatchSampler` groups the items by bucket and `build_dataloader` wires both into a `DataLoader` whose workers
-render or decode the clips.
+`buckets.BucketBatchSampler` groups the items by bucket and `build_dataloader` wires both into a `DataLoader` whose
+workers render or decode the clips.
 """
 
 import csv
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from sora_diffusers.data import Bucket, ShapesWorldDataset, make_buckets
+from ..data.dataset import ShapesWorldDataset
+from .buckets import Bucket, BucketBatchSampler, make_buckets, nearest_bucket
 
 
 logger = logging.getLogger(__name__)
@@ -27,73 +28,8 @@ METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Bucketing
+# Datasets
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of indices that all share one bucket, reshuffled every epoch from `(seed, epoch)`.
-
-    Each epoch visits every index exactly once (with `drop_last=False`): the indices of each bucket are shuffled and cut
-    into batches, then the batches of all buckets are shuffled together. Call `set_epoch` before iterating, so a
-    resumed run sees the same order as the run it continues.
-
-    Args:
-        bucket_ids (`Sequence[int]`): the bucket of each dataset index.
-        batch_size (`int`): items per batch (a bucket's last batch may be smaller unless `drop_last`).
-        shuffle (`bool`): shuffle within buckets and across batches; `False` keeps index order.
-        drop_last (`bool`): drop each bucket's incomplete last batch.
-        seed (`int`): base of the per-epoch shuffle.
-    """
-
-    def __init__(
-        self, bucket_ids: Sequence[int], batch_size: int, shuffle: bool = True, drop_last: bool = False, seed: int = 0
-    ):
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` must be positive, got {batch_size}")
-        self.bucket_ids = np.asarray(bucket_ids, dtype=np.int64)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        batches = []
-        for bucket in np.unique(self.bucket_ids):
-            indices = np.flatnonzero(self.bucket_ids == bucket)
-            if self.shuffle:
-                indices = rng.permutation(indices)
-            for start in range(0, len(indices), self.batch_size):
-                batch = indices[start : start + self.batch_size]
-                if len(batch) == self.batch_size or not self.drop_last:
-                    batches.append(batch)
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
-
-    def __iter__(self):
-        for batch in self._batches():
-            yield batch.tolist()
-
-    def __len__(self) -> int:
-        counts = np.bincount(self.bucket_ids) if len(self.bucket_ids) else np.array([], dtype=np.int64)
-        rounding = np.floor if self.drop_last else np.ceil
-        return int(sum(rounding(c / self.batch_size) for c in counts if c))
-
-
-def nearest_bucket(width: int, height: int, num_frames: int, buckets: Sequence[Bucket]) -> int | None:
-    """Index of the bucket closest in aspect ratio whose length fits the clip (the longest such), or `None` when the
-    clip is shorter than every bucket of that aspect ratio."""
-    log_ratio = math.log(width / height)
-    distance = [abs(math.log(b.width / b.height) - log_ratio) for b in buckets]
-    best = min(distance)
-    fitting = [i for i, b in enumerate(buckets) if distance[i] - best < 1e-6 and b.num_frames <= num_frames]
-    return max(fitting, key=lambda i: (buckets[i].num_frames, buckets[i].width * buckets[i].height), default=None)
 
 
 def resize_crop(video: np.ndarray, width: int, height: int) -> torch.Tensor:
@@ -107,11 +43,6 @@ def resize_crop(video: np.ndarray, width: int, height: int) -> torch.Tensor:
         top, left = (size[0] - height) // 2, (size[1] - width) // 2
         frames = frames[:, :, top : top + height, left : left + width]
     return (frames / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3).contiguous()  # (3, T, height, width)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Datasets
-# ---------------------------------------------------------------------------------------------------------------------
 
 
 def shapes_dataset(

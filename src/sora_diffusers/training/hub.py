@@ -1,0 +1,92 @@
+"""Uploading a training run's result to the Hugging Face Hub: the repo is created before training (so a bad login
+fails at once, not after hours), a model card (`README.md`: what was trained, how to load it, the flags, the last
+metrics, the validation samples) is written into the output folder, and the folder is uploaded without checkpoints
+and logs."""
+
+import argparse
+import os
+from pathlib import Path
+
+from accelerate.logging import get_logger
+
+from .checkpoints import CHECKPOINT_PREFIX
+
+
+logger = get_logger(__name__)
+
+
+def create_hub_repo(args: argparse.Namespace) -> str | None:
+    """Create the `--hub_model_id` repo before training, so a bad login or no network fails now, not after hours."""
+    if not args.push_to_hub:
+        return None
+    if not args.hub_model_id:
+        raise SystemExit("--push_to_hub needs --hub_model_id (e.g. your-name/sora-shapes).")
+    from huggingface_hub import create_repo
+
+    try:
+        return create_repo(args.hub_model_id, exist_ok=True).repo_id
+    except Exception as error:  # offline, not logged in, no permission: all end the same way
+        raise SystemExit(
+            f"--push_to_hub: cannot create the Hub repo {args.hub_model_id!r} ({type(error).__name__}: {error}). "
+            "Check the network and `hf auth login`, or run without --push_to_hub and upload the output folder later."
+        ) from None
+
+
+def upload_to_hub(args: argparse.Namespace, repo_id: str | None) -> None:
+    """Upload `--output_dir` (checkpoints and logs left out) to `repo_id`; a failure is logged, the run still ends."""
+    if repo_id is None:
+        return
+    from huggingface_hub import upload_folder
+
+    try:
+        upload_folder(
+            repo_id=repo_id,
+            folder_path=args.output_dir,
+            commit_message="End of training",
+            ignore_patterns=[f"{CHECKPOINT_PREFIX}*", f".{CHECKPOINT_PREFIX}*", "logs/*"],
+        )
+    except Exception as error:
+        logger.error(
+            f"Upload to {repo_id} failed ({type(error).__name__}: {error}); the model is in {args.output_dir}."
+        )
+
+
+def save_model_card(
+    args: argparse.Namespace,
+    repo_id: str,
+    description: str,
+    usage: str | None = None,
+    tags: tuple[str, ...] = (),
+    last_record: dict | None = None,
+) -> Path:
+    """Write `--output_dir/README.md`, the model card the Hub shows: metadata (license, library, tags, base model),
+    `description`, the `usage` snippet, every flag of the run, its last metrics and its validation samples."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    output_dir = Path(args.output_dir)
+    pretrained = [getattr(args, k, None) for k in ("pretrained_vae", "pretrained_transformer")]
+    base_model = next((p for p in pretrained if p and not os.path.exists(p)), None)  # a Hub id, not a local folder
+    data = ModelCardData(
+        license="apache-2.0",
+        library_name="diffusers",
+        tags=["sora_diffusers", "diffusers", "diffusers-training", *tags],
+        base_model=base_model,
+    )
+    lines = [f"# {repo_id}", "", description.strip(), ""]
+    if usage:
+        lines += ["## How to use", "", "```python", usage.strip().replace("{repo_id}", repo_id), "```", ""]
+    flags = {k: v for k, v in sorted(vars(args).items()) if k not in ("output_dir", "push_to_hub", "hub_model_id")}
+    lines += ["## Training", "", "| flag | value |", "| --- | --- |"]
+    lines += [f"| `--{k}` | `{v}` |" for k, v in flags.items()]
+    if last_record:
+        lines += ["", "Last metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in last_record.items() if k != "step")]
+        lines += [f"(step {last_record.get('step')})."]
+    samples = sorted(
+        p.relative_to(output_dir).as_posix() for p in (output_dir / "validation").glob("*") if p.is_file()
+    )
+    if samples:
+        lines += ["", "## Validation samples", "", *[f"- [{name}]({name})" for name in samples[-8:]]]
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+    path = output_dir / "README.md"
+    card.save(path)
+    return path
