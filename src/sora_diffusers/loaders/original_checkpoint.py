@@ -87,7 +87,7 @@ def convert_wan_transformer_state_dict(state_dict: dict[str, torch.Tensor]) -> d
     is_original = "time_embedding.0.weight" in state_dict
     if not is_original and "condition_embedder.time_proj.weight" not in state_dict:
         raise ValueError(
-            "Not a Wan 2.1 transformer state dict: expected `time_embedding.0.weight` (original layout) or "
+            "Not a Wan transformer state dict: expected `time_embedding.0.weight` (original layout) or "
             "`condition_embedder.time_proj.weight` (diffusers layout)."
         )
     converted = {}
@@ -96,6 +96,8 @@ def convert_wan_transformer_state_dict(state_dict: dict[str, torch.Tensor]) -> d
         if new_key == "patch_embedding.weight" and value.ndim == 5:
             value = conv3d_weight_to_linear(value)  # (D, C, pt, ph, pw) -> (D, pt*ph*pw*C)
         converted[new_key] = value
+    if len(converted) != len(state_dict):
+        raise ValueError(f"Wan transformer renaming merged keys: {len(state_dict)} keys in, {len(converted)} out.")
     return converted
 
 
@@ -207,8 +209,15 @@ def convert_sora_transformer_state_dict_to_wan(state_dict: dict[str, torch.Tenso
     return converted
 
 
-def load_converted_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """`model.load_state_dict(state_dict, strict=True)` that first names every missing, unexpected and misshapen key."""
+def _listed(names: list[str], limit: int = 20) -> str:
+    return f"{names[:limit]}" + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_converted_state_dict(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], assign: bool = False
+) -> None:
+    """`model.load_state_dict(state_dict, strict=True, assign=assign)` that first names every missing, unexpected and
+    misshapen key (`assign=True` for a model built under `init_empty_weights()`: the tensors become its weights)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -220,9 +229,9 @@ def load_converted_state_dict(model: torch.nn.Module, state_dict: dict[str, torc
     if missing or unexpected or misshapen:
         raise ValueError(
             f"Checkpoint does not match {type(model).__name__}: {len(state_dict)} keys vs {len(expected)} expected; "
-            f"missing {missing[:8]}, unexpected {unexpected[:8]}, misshapen {misshapen[:8]}."
+            f"missing {_listed(missing)}, unexpected {_listed(unexpected)}, misshapen {_listed(misshapen)}."
         )
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 # ---- SpacetimeVAE <- diffusers AutoencoderKLWan ----------------------------------------------------------------
