@@ -558,7 +558,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                     latents, cond_latents, cond_sigma, noise, sigma, per_frame, prev_sigma
                 )
                 prev_sigma = sigma
-                timestep = self._model_timestep(t, frame_sigma, per_frame, num_train_timesteps, batch_size)
+                timestep = self._model_timestep(t, frame_sigma, per_frame, num_train_timesteps, batch_size, sigma)
                 noise_pred = self._predict(
                     latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask
                 )
@@ -615,10 +615,18 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         return timesteps, first_step
 
     @staticmethod
-    def _model_timestep(t, frame_sigma, per_frame: bool, num_train_timesteps: int, batch_size: int) -> torch.Tensor:
-        """(B,) for one level per video, or (B, T') when frames sit at different levels and the model knows it."""
+    def _model_timestep(
+        t, frame_sigma, per_frame: bool, num_train_timesteps: int, batch_size: int, sigma: float | None = None
+    ) -> torch.Tensor:
+        """(B,) for one level per video, or (B, T') when frames sit at different levels and the model knows it.
+
+        Frames at the step's level `sigma` are told the scheduler's own `t`, as in a one-level call (UniPC rounds its
+        timesteps to integers, so `t` is not `sigma * num_train_timesteps`; diffusers' Wan 2.2 TI2V passes `t`)."""
         if per_frame and bool((frame_sigma != frame_sigma[0]).any()):
-            return (frame_sigma * num_train_timesteps).to(t.device).expand(batch_size, -1)
+            frame_t = (frame_sigma * num_train_timesteps).to(t.device)
+            if sigma is not None:
+                frame_t = torch.where(frame_sigma.to(t.device) == sigma, t.float(), frame_t)
+            return frame_t.expand(batch_size, -1)
         return t.expand(batch_size).float()
 
     def _predict(self, latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask):
