@@ -63,10 +63,15 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             `from_pretrained`; `SoraPipeline.from_pretrained(path, text_encoder=None, tokenizer=None)` still leaves
             them out (diffusers' generic `DiffusionPipeline.from_pretrained` reaches only `__init__`: there, also
             pass `text_encoder_package=None`).
+        transformer_2 (`DiTVideoTransformer3D`, *optional*): a second denoiser for the low-noise steps (Wan 2.2 A14B's
+            two experts): `transformer` runs while `t >= boundary_ratio * num_train_timesteps`, `transformer_2`
+            after, in the same loop (as diffusers' `WanPipeline`).
+        boundary_ratio (`float`, *optional*): where the experts switch, as a share of the training timesteps (0.875
+            for Wan 2.2 T2V-A14B); required with `transformer_2`.
     """
 
-    model_cpu_offload_seq = "text_encoder->transformer->vae"
-    _optional_components = ["tokenizer", "text_encoder"]
+    model_cpu_offload_seq = "text_encoder->transformer->transformer_2->vae"
+    _optional_components = ["tokenizer", "text_encoder", "transformer_2"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     # The component annotations are read by diffusers: `from_pipe` only hands over a model whose class is listed here.
@@ -81,8 +86,18 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         default_width: int = 832,
         default_num_frames: int = 81,
         text_encoder_package: str | None = None,
+        transformer_2: DiTVideoTransformer3D | None = None,
+        boundary_ratio: float | None = None,
     ):
         super().__init__()
+        if boundary_ratio is not None and not 0.0 < boundary_ratio < 1.0:
+            raise ValueError(f"`boundary_ratio` must be in (0, 1), got {boundary_ratio}.")
+        if (transformer_2 is None) != (boundary_ratio is None):
+            raise ValueError(
+                "`transformer_2` and `boundary_ratio` go together (the low-noise expert and where it takes over); got "
+                f"transformer_2={'None' if transformer_2 is None else type(transformer_2).__name__}, "
+                f"boundary_ratio={boundary_ratio}."
+            )
         if text_encoder_package is not None:
             # Filled here, not in `from_pretrained`: `DiffusionPipeline.from_pretrained` builds the pipeline with
             # `cls(**components)` and reaches no other method of ours. The encoder runs in the transformer's dtype,
@@ -94,12 +109,14 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         self.register_modules(
             tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler
         )
+        self.register_modules(transformer_2=transformer_2)
         self.register_to_config(
             default_height=default_height,
             default_width=default_width,
             default_num_frames=default_num_frames,
             text_encoder_package=text_encoder_package,
         )
+        self.register_to_config(boundary_ratio=boundary_ratio)
         self._video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
 
     # Read from the VAE at each use (diffusers' pipelines store them once in __init__): a VAE of another compression
@@ -452,6 +469,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         strength: float = 1.0,
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
+        guidance_scale_2: float | None = None,
     ) -> SoraPipelineOutput | tuple:
         r"""
         Generate videos (or, with `num_frames=1`, images).
@@ -477,6 +495,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                 a strength (image-to-video, extension, loops, connecting clips).
             video, strength: video-to-video editing (SDEdit): start from `video` noised to level `strength`
                 (1.0 = ignore the video's content, 0.0 = return it unchanged).
+            guidance_scale_2 (`float`, *optional*): guidance of the low-noise expert `transformer_2` (defaults to
+                `guidance_scale`); only for pipelines with a `boundary_ratio`.
         """
         # 1. Check inputs
         height = height or self.config.default_height
@@ -488,6 +508,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             guidance_scale, num_inference_steps, num_videos_per_prompt, conditions, strength,
             callback_on_step_end_tensor_inputs, video,
         )  # fmt: skip
+        if self.config.get("boundary_ratio") is None and guidance_scale_2 is not None:
+            raise ValueError("`guidance_scale_2` is only supported when the pipeline's `boundary_ratio` is not None.")
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self._guidance_scale = guidance_scale
@@ -546,6 +568,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             latents = noise.clone()
         per_frame = bool(getattr(self.transformer.config, "per_frame_timesteps", False))
         num_train_timesteps = self.scheduler.config.num_train_timesteps
+        boundary_ratio = self.config.get("boundary_ratio")
+        boundary_timestep = None if boundary_ratio is None else boundary_ratio * num_train_timesteps
 
         # 6. Denoising loop
         prev_sigma = None
@@ -559,9 +583,13 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                 )
                 prev_sigma = sigma
                 timestep = self._model_timestep(t, frame_sigma, per_frame, num_train_timesteps, batch_size, sigma)
+                # Wan 2.2 A14B: the high-noise expert while t >= boundary, then the low-noise one (diffusers' WanPipeline)
+                high_noise = boundary_timestep is None or t >= boundary_timestep
                 noise_pred = self._predict(
-                    latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask
-                )
+                    latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask,
+                    transformer=self.transformer if high_noise else self.transformer_2,
+                    guidance_scale=guidance_scale if high_noise or guidance_scale_2 is None else guidance_scale_2,
+                )  # fmt: skip
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
@@ -629,15 +657,21 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             return frame_t.expand(batch_size, -1)
         return t.expand(batch_size).float()
 
-    def _predict(self, latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask):
-        """The transformer's velocity, with classifier-free guidance as one batched call."""
-        model_input = latents.to(self.transformer.dtype)
+    def _predict(
+        self, latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask,
+        transformer=None, guidance_scale: float | None = None,
+    ):  # fmt: skip
+        """The velocity of `transformer` (defaults to `self.transformer`), with classifier-free guidance at
+        `guidance_scale` (defaults to the call's) as one batched call."""
+        transformer = transformer if transformer is not None else self.transformer
+        guidance_scale = guidance_scale if guidance_scale is not None else self.guidance_scale
+        model_input = latents.to(transformer.dtype)
         if not self.do_classifier_free_guidance:
-            return self.transformer(
+            return transformer(
                 model_input, timestep, prompt_embeds, prompt_mask, attention_kwargs=self._attention_kwargs,
                 return_dict=False,
             )[0].float()  # fmt: skip
-        both = self.transformer(
+        both = transformer(
             torch.cat([model_input, model_input]),
             torch.cat([timestep, timestep]),
             torch.cat([prompt_embeds, negative_prompt_embeds]),
@@ -646,7 +680,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             return_dict=False,
         )[0].float()
         cond, uncond = both.chunk(2)
-        return uncond + self.guidance_scale * (cond - uncond)
+        return uncond + guidance_scale * (cond - uncond)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------------
