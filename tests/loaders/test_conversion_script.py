@@ -297,3 +297,20 @@ def test_text_encoder_none_converts_without_one(original_folder, tmp_path):
     frames = pipe(prompt_embeds=embeds, negative_prompt_embeds=embeds, num_frames=1, height=16, width=16,
                   num_inference_steps=1, output_type="pt").frames  # fmt: skip
     assert frames.shape == (1, 1, 3, 16, 16)
+
+
+def test_a_whole_umt5_checkpoint_as_text_encoder_loads_its_encoder(original_folder, tmp_path):
+    """`--text_encoder google/umt5-xxl`-style folders hold the seq2seq model; the pipeline loads its encoder only."""
+    from transformers import UMT5Config, UMT5ForConditionalGeneration
+
+    folder, _, _, _ = original_folder
+    config = UMT5Config(vocab_size=30522, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    UMT5ForConditionalGeneration(config).save_pretrained(tmp_path / "umt5-xxl")
+    out = tmp_path / "sora"
+    args = ["--source", str(folder), "--output_dir", str(out), "--text_encoder", str(tmp_path / "umt5-xxl")]
+    assert _load_script().main(args) == 0
+    assert json.loads((out / "model_index.json").read_text())["text_encoder"] == ["transformers", "UMT5EncoderModel"]
+    pipe = SoraPipeline.from_pretrained(out)
+    assert type(pipe.text_encoder).__name__ == "UMT5EncoderModel"
+    embeds, mask, _, _ = pipe.encode_prompt("a red circle", do_classifier_free_guidance=False)
+    assert embeds.shape[-1] == 16 and embeds.abs().sum() > 0

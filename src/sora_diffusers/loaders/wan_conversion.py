@@ -284,8 +284,12 @@ def write_atomically(output_dir: str | os.PathLike, fill: Callable[[Path], None]
 def _copy_text_encoder(source_dir: Path, folder: Path) -> list[str]:
     """Copy a transformers text encoder folder as it is (no load: UMT5-XXL is 11 GB); its model_index.json entry."""
     shutil.copytree(source_dir, folder / "text_encoder")  # follows the Hub cache's symlinks: real files
-    architectures = _read_json(source_dir / "config.json").get("architectures") or ["UMT5EncoderModel"]
-    return ["transformers", architectures[0]]
+    import transformers
+
+    architecture = (_read_json(source_dir / "config.json").get("architectures") or ["UMT5EncoderModel"])[0]
+    # A whole T5-family seq2seq checkpoint (google/umt5-xxl): load only its encoder, which is what Wan uses.
+    encoder = architecture.replace("ForConditionalGeneration", "EncoderModel")
+    return ["transformers", encoder if hasattr(transformers, encoder) else architecture]
 
 
 def convert_wan_to_sora(
