@@ -12,8 +12,8 @@ transformers UMT5EncoderModel folder or cached Hub id (e.g. `Wan-AI/Wan2.1-T2V-1
 is taken, or `google/umt5-xxl`), or `--text_encoder none`.
 
 Weights are read with safetensors or `torch.load(weights_only=True)` (never unpickled code). The key maps live in
-`sora_diffusers.loaders.original_checkpoint`; this script is a command line around `loaders.wan_conversion`. Every tensor
-is checked for count and shape before anything is written, and the output folder is written under a temporary name
+`sora_diffusers.loaders.original_checkpoint`; this script is a command line around `loaders.wan_conversion`. Every
+tensor is checked for count and shape before anything is written, and the output folder is written under a temporary name
 and renamed into place: a failed conversion (exit code 2) leaves no partial output.
 """
 

@@ -314,3 +314,11 @@ def test_a_whole_umt5_checkpoint_as_text_encoder_loads_its_encoder(original_fold
     assert type(pipe.text_encoder).__name__ == "UMT5EncoderModel"
     embeds, mask, _, _ = pipe.encode_prompt("a red circle", do_classifier_free_guidance=False)
     assert embeds.shape[-1] == 16 and embeds.abs().sum() > 0
+
+
+def test_earlier_flag_spellings_still_parse():
+    args = _load_script().parse_args(["--wan", "some/folder", "--output_dir", "out", "--dtype", "bf16"])
+    assert (args.source, args.dtype, args.reverse, args.push_to_hub) == ("some/folder", "bfloat16", False, False)
+    with pytest.raises(SystemExit) as exit_info:
+        _load_script().parse_args(["--source", "a", "--wan", "b", "--output_dir", "out"])
+    assert exit_info.value.code == 2

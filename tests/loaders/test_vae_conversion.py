@@ -119,7 +119,7 @@ def test_key_map_is_the_identity_on_wan_keys(wan_and_ours):
     state_dict = wan.state_dict()
     converted = convert_wan_vae_state_dict(state_dict)
     assert list(converted) == list(state_dict) and all(converted[k] is state_dict[k] for k in state_dict)
-    assert len(WAN_VAE_KEY_MAP) == 11  # 9 Wan 2.1 rules, 2 for Wan 2.2's residual levels
+    assert len(WAN_VAE_KEY_MAP) == 12  # 9 Wan 2.1 rules, 3 for Wan 2.2's residual levels
 
 
 def test_conversion_rejects_unknown_keys_listing_them(wan_and_ours):

@@ -209,3 +209,23 @@ def test_original_ti2v_release_layout_converts(tmp_path, ti2v):
     for name in ("transformer", "vae"):
         ours, reference = getattr(pipe, name).state_dict(), getattr(converted, name).state_dict()
         assert set(ours) == set(reference) and all(torch.equal(ours[k], reference[k]) for k in ours), name
+
+
+def test_ti2v_5b_transformer_config_converts_at_full_size():
+    """Wan2.2-TI2V-5B's transformer config (48 channels in and out): same keys, shapes and parameter count (meta)."""
+    from diffusers import WanTransformer3DModel
+
+    from sora_diffusers import DiTVideoTransformer3D
+    from sora_diffusers.loaders.original_checkpoint import (
+        convert_wan_transformer_state_dict,
+        wan_transformer_config_to_sora,
+    )
+
+    config = dict(num_attention_heads=24, attention_head_dim=128, ffn_dim=14336, num_layers=30, in_channels=48,
+                  out_channels=48, text_dim=4096, freq_dim=256)  # fmt: skip
+    with torch.device("meta"):
+        wan = WanTransformer3DModel(**config)
+        ours = DiTVideoTransformer3D(**wan_transformer_config_to_sora(dict(wan.config), per_frame_timesteps=True))
+    converted = convert_wan_transformer_state_dict(wan.state_dict())
+    assert {k: v.shape for k, v in converted.items()} == {k: v.shape for k, v in ours.state_dict().items()}
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in wan.parameters()) == 4_999_787_712

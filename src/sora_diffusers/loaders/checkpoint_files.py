@@ -37,7 +37,8 @@ def load_safetensors_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_sharded_safetensors(folder: str | os.PathLike, prefix: str = "diffusion_pytorch_model") -> dict:
-    """A model's weights from `folder`: `{prefix}.safetensors`, or the shards listed by `{prefix}.safetensors.index.json`.
+    """A model's weights from `folder`: `{prefix}.safetensors`, or the shards that
+    `{prefix}.safetensors.index.json` lists.
 
     With an index, every shard it names must exist and hold exactly the keys the index gives it: a missing shard,
     a tensor in the wrong shard or a key the index does not list raises `CheckpointError` naming them.

@@ -256,9 +256,8 @@ WAN_VAE_KEY_MAP: dict[str, str] = {
     r"decoder\.up_blocks\.\d+\.upsamplers\.0\.(resample\.1|time_conv)\.(weight|bias)": r"\g<0>",
     # Wan 2.2's residual VAE (`is_residual=True`): per level a block of resnets and one resampler
     rf"encoder\.down_blocks\.\d+\.resnets\.\d+\.({_WAN_VAE_RESNET})": r"\g<0>",
-    r"(encoder\.down_blocks\.\d+\.downsampler|decoder\.up_blocks\.\d+\.upsampler)\.(resample\.1|time_conv)\.(weight|bias)": (
-        r"\g<0>"
-    ),
+    r"encoder\.down_blocks\.\d+\.downsampler\.(resample\.1|time_conv)\.(weight|bias)": r"\g<0>",
+    r"decoder\.up_blocks\.\d+\.upsampler\.(resample\.1|time_conv)\.(weight|bias)": r"\g<0>",
 }
 # diffusers `AutoencoderKLWan` config key -> `SpacetimeVAE` config key.
 WAN_VAE_CONFIG_MAP: dict[str, str] = {

@@ -1,5 +1,5 @@
-"""Whole Wan checkpoints <-> `SoraPipeline` folders: find what a Wan folder holds (diffusers or original release layout),
-convert every model with the key maps of `original_checkpoint.py`, and write the result atomically.
+"""Whole Wan checkpoints <-> `SoraPipeline` folders: find what a Wan folder holds (diffusers or original release
+layout), convert every model with the key maps of `original_checkpoint.py`, and write the result atomically.
 
 Used by `conversion_scripts/convert_wan_to_sora.py`; callable from Python too:
 
@@ -86,8 +86,8 @@ def resolve_source(source: str | os.PathLike) -> Path:
         return Path(snapshot_download(source, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE")))
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError) as error:
         raise CheckpointError(
-            f"{source}: not a local folder and not in the local Hugging Face cache ({os.environ.get('HF_HUB_CACHE') or 'default cache'}); "
-            f"download it first (`huggingface-cli download {source}`). ({type(error).__name__})"
+            f"{source}: not a local folder and not in the local Hugging Face cache "
+            f"({os.environ.get('HF_HUB_CACHE') or 'the default cache'}); download it first (`huggingface-cli download {source}`). ({type(error).__name__})"
         ) from error
 
 
@@ -119,8 +119,8 @@ def inspect_wan_source(path: Path, text_encoder: str | None = None) -> WanSource
         source.text_encoder_dir = None if text_encoder.lower() == "none" else _text_encoder_folder(text_encoder)
     elif source.layout == "original":
         raise CheckpointError(
-            f"{path / ORIGINAL_TEXT_ENCODER_FILE}: the original UMT5 encoder file is not converted; pass `--text_encoder` "
-            "with a transformers UMT5EncoderModel folder or Hub id (e.g. the text_encoder/ of "
+            f"{path / ORIGINAL_TEXT_ENCODER_FILE}: the original UMT5 encoder file is not converted; pass "
+            "`--text_encoder` with a transformers UMT5EncoderModel folder or Hub id (e.g. the text_encoder/ of "
             "Wan-AI/Wan2.1-T2V-1.3B-Diffusers, or google/umt5-xxl), or `--text_encoder none` to convert without one."
         )
     return source
@@ -135,8 +135,8 @@ def _inspect_diffusers(path: Path) -> WanSource:
             else ""
         )
         raise CheckpointError(
-            f"{path / 'model_index.json'}: a {index.get('_class_name')!r}; only text-to-video `WanPipeline` checkpoints "
-            f"(Wan 2.1 T2V, Wan 2.2 TI2V-5B and T2V-A14B) convert.{hint}"
+            f"{path / 'model_index.json'}: a {index.get('_class_name')!r}; only text-to-video `WanPipeline` "
+            f"checkpoints (Wan 2.1 T2V, Wan 2.2 TI2V-5B and T2V-A14B) convert.{hint}"
         )
     names = [n for n in ("transformer", "transformer_2") if isinstance(index.get(n), list) and index[n][0] is not None]
     dirs = [path / name for name in names]
@@ -299,8 +299,8 @@ def convert_wan_to_sora(
     text_encoder: str | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Convert the Wan checkpoint `source` (folder or cached Hub id, diffusers or original layout) into a `SoraPipeline`
-    folder at `output_dir`, written atomically; returns its path.
+    """Convert the Wan checkpoint `source` (folder or cached Hub id, diffusers or original layout) into a
+    `SoraPipeline` folder at `output_dir`, written atomically; returns its path.
 
     Transformers are saved in `dtype`, the VAE in float32; the text encoder and tokenizer are copied as they are.
     """
@@ -360,10 +360,12 @@ def write_model_card(folder: Path, wan: WanSource, pipe) -> None:
         ""
         if pipe.text_encoder is not None or (folder / "text_encoder").is_dir()
         else (
-            "\nThis folder has no text encoder: pass `prompt_embeds` (and `negative_prompt_embeds`) from Wan's UMT5-XXL "
-            "encoder, or load one with `SoraPipeline.from_pretrained(path, text_encoder=UMT5EncoderModel...)`.\n"
+            "\nThis folder has no text encoder: pass `prompt_embeds` (and `negative_prompt_embeds`) from Wan's "
+            "UMT5-XXL encoder, or load one with `SoraPipeline.from_pretrained(path, text_encoder=UMT5EncoderModel...)`.\n"
         )
     )
+    config = pipe.config
+    size_text = f"{config.default_width}x{config.default_height}, {config.default_num_frames} frames"
     text = f"""---
 {data.to_yaml()}
 ---
@@ -374,7 +376,7 @@ def write_model_card(folder: Path, wan: WanSource, pipe) -> None:
 from `{base}` ({wan.layout} layout) with `conversion_scripts/convert_wan_to_sora.py`. The weights are Wan's (Apache
 2.0), renamed, with the transformer in {str(pipe.transformer.dtype).replace("torch.", "")} and the VAE in float32.
 
-Tasks: {tasks}. Trained size: {pipe.config.default_width}x{pipe.config.default_height}, {pipe.config.default_num_frames} frames (the pipeline's defaults).
+Tasks: {tasks}. Trained size: {size_text} (the pipeline's defaults).
 {text_note}
 ```py
 import torch

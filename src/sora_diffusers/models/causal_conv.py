@@ -411,8 +411,8 @@ def avg_down_3d(x: torch.Tensor, out_channels: int, factor_t: int, factor_s: int
 # Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::DupUp3D
 def dup_up_3d(x: torch.Tensor, out_channels: int, factor_t: int, factor_s: int, first_chunk: bool) -> torch.Tensor:
     """Parameter-free upsampling shortcut, the counterpart of `avg_down_3d`: repeat every channel, then unfold the
-    repeats into (factor_t, factor_s, factor_s) blocks. (B, C, T, H, W) -> (B, out_channels, T * f_t, H * f_s, W * f_s),
-    less `factor_t - 1` frames at the start of the clip (`first_chunk`), where frame 0 is not doubled."""
+    repeats into (factor_t, factor_s, factor_s) blocks: (B, C, T, H, W) -> (B, out_channels, T * f_t, H * f_s,
+    W * f_s), less `factor_t - 1` frames at the start of the clip (`first_chunk`), where frame 0 is not doubled."""
     B, C, T, H, W = x.shape
     factor = factor_t * factor_s * factor_s
     x = x.repeat_interleave(out_channels * factor // C, dim=1)  # (B, C_out * factor, T, H, W)

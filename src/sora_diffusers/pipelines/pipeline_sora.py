@@ -583,7 +583,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                 )
                 prev_sigma = sigma
                 timestep = self._model_timestep(t, frame_sigma, per_frame, num_train_timesteps, batch_size, sigma)
-                # Wan 2.2 A14B: the high-noise expert while t >= boundary, then the low-noise one (diffusers' WanPipeline)
+                # Wan 2.2 A14B: the high-noise expert while t >= boundary, then the low-noise one (as WanPipeline)
                 high_noise = boundary_timestep is None or t >= boundary_timestep
                 noise_pred = self._predict(
                     latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask,
