@@ -1,89 +1,88 @@
-"""Convert a diffusers-layout Wan 2.1 text-to-video checkpoint (e.g. `Wan-AI/Wan2.1-T2V-1.3B-Diffusers`) into a
-`SoraPipeline` folder: `DiTVideoTransformer3D` + `SpacetimeVAE` + the original text encoder, tokenizer and scheduler.
+"""Convert a public Wan checkpoint into a `SoraPipeline` folder (`DiTVideoTransformer3D` + `SpacetimeVAE` + Wan's text
+encoder, tokenizer and scheduler), or back (`--reverse`) into diffusers' `WanPipeline` layout.
 
-    python conversion_scripts/convert_wan_to_sora.py --wan PATH_OR_REPO_ID --output_dir wan-sora [--dtype bf16]
+    python conversion_scripts/convert_wan_to_sora.py --source Wan-AI/Wan2.1-T2V-1.3B-Diffusers \\
+        --output_dir wan21-t2v-1.3b-sora --dtype bfloat16 [--push_to_hub --hub_model_id you/wan21-t2v-1.3b-sora]
 
-Weights are read with safetensors only (never unpickled). The key maps live in
-`sora_diffusers.loaders.original_checkpoint`; this script is a thin command line around them. Every tensor is
-checked for count and shape before anything is written, and the output folder is written under a temporary name and
-renamed into place, so a failed conversion never leaves a half-written checkpoint.
+Sources: Wan 2.1 T2V (1.3B, 14B), Wan 2.2 TI2V-5B and Wan 2.2 T2V-A14B (two experts), each in the diffusers layout
+(`*-Diffusers`: model_index.json) or the original release layout (sharded `diffusion_pytorch_model*.safetensors` with
+original keys, `Wan2.x_VAE.pth`). The layout is detected. A Hub id resolves from the local Hugging Face cache only.
+The original release's UMT5 encoder (`models_t5_umt5-xxl-enc-bf16.pth`) is not converted: pass `--text_encoder` with a
+transformers UMT5EncoderModel folder or cached Hub id (e.g. `Wan-AI/Wan2.1-T2V-1.3B-Diffusers`, whose text_encoder/
+is taken, or `google/umt5-xxl`), or `--text_encoder none`.
+
+Weights are read with safetensors or `torch.load(weights_only=True)` (never unpickled code). The key maps live in
+`sora_diffusers.loaders.original_checkpoint`; this script is a command line around `loaders.wan_conversion`. Every
+tensor is checked for count and shape before anything is written, and the output folder is written under a temporary name
+and renamed into place: a failed conversion (exit code 2) leaves no partial output.
 """
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 
 import torch
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-from sora_diffusers import DiTVideoTransformer3D, SoraPipeline, SpacetimeVAE
-from sora_diffusers.loaders.original_checkpoint import (
-    convert_wan_transformer_state_dict,
-    convert_wan_vae_state_dict,
-    load_converted_state_dict,
-    wan_transformer_config_to_sora,
-    wan_vae_config_to_spacetime,
-)
+from sora_diffusers.loaders.checkpoint_files import CheckpointError
+from sora_diffusers.loaders.wan_conversion import convert_sora_to_wan, convert_wan_to_sora
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # the flag's earlier spellings
 
 
-def convert_transformer(wan: WanTransformer3DModel) -> DiTVideoTransformer3D:
-    ours = DiTVideoTransformer3D(**wan_transformer_config_to_sora(dict(wan.config)))
-    load_converted_state_dict(ours, convert_wan_transformer_state_dict(wan.state_dict()))
-    return ours
-
-
-def convert_vae(wan_vae: AutoencoderKLWan) -> SpacetimeVAE:
-    ours = SpacetimeVAE(**wan_vae_config_to_spacetime(dict(wan_vae.config)))
-    load_converted_state_dict(ours, convert_wan_vae_state_dict(wan_vae.state_dict()))
-    return ours
-
-
-def convert_pipeline(wan_path: str, output_dir: str, dtype: torch.dtype = torch.float32) -> str:
-    """Load a diffusers Wan pipeline folder (or Hub id in the local cache), convert it and save a SoraPipeline."""
-    from diffusers import WanPipeline
-
-    wan = WanPipeline.from_pretrained(wan_path, use_safetensors=True)
-    pipe = SoraPipeline(
-        tokenizer=wan.tokenizer,
-        text_encoder=wan.text_encoder,
-        transformer=convert_transformer(wan.transformer),
-        vae=convert_vae(wan.vae),
-        scheduler=wan.scheduler,
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--source", help="Wan checkpoint folder or Hub id (local cache only), either layout")
+    source.add_argument("--wan", dest="source", help=argparse.SUPPRESS)  # the earlier name of --source
+    parser.add_argument("--output_dir", required=True, help="folder to write (replaced atomically if it exists)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=[*DTYPES, *DTYPE_ALIASES],
+        help="transformer weights dtype (VAE: float32)",
     )
-    pipe.transformer.to(dtype)
-    output_dir = os.path.abspath(output_dir)
-    staging = tempfile.mkdtemp(prefix=".converting-", dir=os.path.dirname(output_dir) or ".")
-    try:
-        pipe.save_pretrained(staging, safe_serialization=True)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output_dir
+    parser.add_argument(
+        "--text_encoder", default=None, help="UMT5EncoderModel folder or cached Hub id, for original-layout sources"
+    )
+    parser.add_argument("--reverse", action="store_true", help="SoraPipeline folder -> diffusers WanPipeline folder")
+    parser.add_argument("--push_to_hub", action="store_true", help="upload the output folder to the Hub")
+    parser.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub, e.g. you/wan21-sora")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    args = parser.parse_args(argv)
+    args.dtype = DTYPE_ALIASES.get(args.dtype, args.dtype)
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id (the repo to create or update).")
+    if args.reverse and (args.text_encoder is not None or args.dtype != "float32"):
+        parser.error("--reverse keeps the folder's text encoder and dtypes; --text_encoder and --dtype do not apply.")
+    return args
+
+
+def push_to_hub(folder: str, repo_id: str, private: bool = False) -> str:
+    """Create (or reuse) the Hub repo and upload the whole folder in one commit; returns the repo URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_id, folder_path=folder, commit_message="Add Wan weights converted to sora_diffusers"
+    )
+    return str(url)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wan", required=True, help="diffusers-layout Wan 2.1 T2V folder or Hub id (local cache)")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="transformer weights dtype")
-    args = parser.parse_args(argv)
-    if args.wan.endswith((".pth", ".pt", ".ckpt")):
-        parser.error("--wan: pickled checkpoints are not read (unsafe); convert the original release with diffusers' "
-                     "scripts/convert_wan_to_diffusers.py first, or pass its *-Diffusers folder.")  # fmt: skip
+    args = parse_args(argv)
     try:
-        path = convert_pipeline(args.wan, args.output_dir, DTYPES[args.dtype])
-    except (OSError, ValueError) as error:
+        if args.reverse:
+            path = convert_sora_to_wan(args.source, args.output_dir)
+        else:
+            path = convert_wan_to_sora(args.source, args.output_dir, DTYPES[args.dtype], args.text_encoder)
+    except (CheckpointError, ValueError, OSError) as error:
         print(f"convert_wan_to_sora: error: {error}", file=sys.stderr)
-        return 1
+        return 2
     print(path)
+    if args.push_to_hub:
+        print(push_to_hub(str(path), args.hub_model_id, args.private))
     return 0
 
 

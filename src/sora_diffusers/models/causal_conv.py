@@ -1,5 +1,6 @@
-"""Causal 3D convolution, the one cache that carries its context across temporal chunks, and the Wan 2.1 VAE layers
-built on them (norm, residual, attention, resample, middle and up blocks; `SpacetimeVAE` assembles them).
+"""Causal 3D convolution, the one cache that carries its context across temporal chunks, and the Wan 2.1 / 2.2 VAE
+layers built on them (norm, residual, attention, resample, middle and up blocks, and Wan 2.2's residual down / up
+blocks with their parameter-free shortcuts; `SpacetimeVAE` assembles them).
 
 A causal layer's output at frame t depends on input frames <= t only, so a clip processed in temporal chunks gives
 the same result as the clip processed whole, provided every layer sees the last frames of the previous chunk.
@@ -292,18 +293,21 @@ class Resample(nn.Module):
     Args:
         dim (`int`): Input channels.
         mode (`str`): "downsample2d", "downsample3d" (also halves the frames), "upsample2d" or "upsample3d" (also
-            doubles the frames). Downsampling keeps `dim` channels; upsampling outputs `dim // 2`, as Wan 2.1 does.
+            doubles the frames). Downsampling keeps `dim` channels.
+        upsample_out_dim (`int`, *optional*): Channels out of an upsampler; `None` is `dim // 2`, as in Wan 2.1 (Wan
+            2.2's residual decoder keeps `dim`).
     """
 
     MODES = ("downsample2d", "downsample3d", "upsample2d", "upsample3d")
 
-    def __init__(self, dim: int, mode: str) -> None:
+    def __init__(self, dim: int, mode: str, upsample_out_dim: int | None = None) -> None:
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"`mode` must be one of {self.MODES}, got {mode!r}.")
         self.mode = mode
         if mode.startswith("upsample"):
-            self.resample = nn.Sequential(_NearestUpsample2x(), nn.Conv2d(dim, dim // 2, 3, padding=1))
+            out_dim = dim // 2 if upsample_out_dim is None else upsample_out_dim
+            self.resample = nn.Sequential(_NearestUpsample2x(), nn.Conv2d(dim, out_dim, 3, padding=1))
         else:
             # Pad right/bottom only, so output pixel (i, j) covers input pixels 2i..2i+2 as in Wan.
             self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2))
@@ -381,3 +385,133 @@ class UpBlock(nn.Module):
         for resnet in self.resnets:
             x = resnet(x, cache)
         return x if self.upsamplers is None else self.upsamplers[0](x, cache)
+
+
+# ---- Wan 2.2's residual VAE blocks -------------------------------------------------------------------------------
+
+
+# Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::AvgDown3D
+def avg_down_3d(x: torch.Tensor, out_channels: int, factor_t: int, factor_s: int) -> torch.Tensor:
+    """Parameter-free downsampling shortcut: fold each (factor_t, factor_s, factor_s) block into channels, then average
+    consecutive groups of them down to `out_channels`. (B, C, T, H, W) -> (B, out_channels, T / f_t, H / f_s, W / f_s).
+
+    A clip (or first chunk) of odd length gets zero frames before frame 0, so frame 0 is averaged with zeros, as the
+    causal time downsampler passes it alone; later chunks hold an even number of frames.
+    """
+    pad_t = -x.shape[2] % factor_t
+    if pad_t:
+        x = F.pad(x, (0, 0, 0, 0, pad_t, 0))
+    B, C, T, H, W = x.shape
+    x = x.reshape(B, C, T // factor_t, factor_t, H // factor_s, factor_s, W // factor_s, factor_s)
+    x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)  # (B, C, f_t, f_s, f_s, T', H', W')
+    x = x.reshape(B, out_channels, -1, T // factor_t, H // factor_s, W // factor_s)  # (B, C_out, group, T', H', W')
+    return x.mean(dim=2)
+
+
+# Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::DupUp3D
+def dup_up_3d(x: torch.Tensor, out_channels: int, factor_t: int, factor_s: int, first_chunk: bool) -> torch.Tensor:
+    """Parameter-free upsampling shortcut, the counterpart of `avg_down_3d`: repeat every channel, then unfold the
+    repeats into (factor_t, factor_s, factor_s) blocks: (B, C, T, H, W) -> (B, out_channels, T * f_t, H * f_s,
+    W * f_s), less `factor_t - 1` frames at the start of the clip (`first_chunk`), where frame 0 is not doubled."""
+    B, C, T, H, W = x.shape
+    factor = factor_t * factor_s * factor_s
+    x = x.repeat_interleave(out_channels * factor // C, dim=1)  # (B, C_out * factor, T, H, W)
+    x = x.reshape(B, out_channels, factor_t, factor_s, factor_s, T, H, W)
+    x = x.permute(0, 1, 5, 2, 6, 3, 7, 4)  # (B, C_out, T, f_t, H, f_s, W, f_s)
+    x = x.reshape(B, out_channels, T * factor_t, H * factor_s, W * factor_s)
+    return x[:, :, factor_t - 1 :] if first_chunk else x
+
+
+def _check_shortcut_channels(in_dim: int, out_dim: int, factor: int, down: bool) -> None:
+    fits = (in_dim * factor) % out_dim == 0 if down else (out_dim * factor) % in_dim == 0
+    if not fits:
+        raise ValueError(
+            f"A residual {'down' if down else 'up'} block from {in_dim} to {out_dim} channels with resampling factor "
+            f"{factor}: the shortcut needs {'in_dim * factor' if down else 'out_dim * factor'} divisible by "
+            f"{'out_dim' if down else 'in_dim'}."
+        )
+
+
+# Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::WanResidualDownBlock
+class ResidualDownBlock(nn.Module):
+    """Wan 2.2's encoder level: `num_res_blocks` residual blocks and an optional downsampler, plus the parameter-free
+    `avg_down_3d` shortcut from the level's input to its output.
+
+    Args:
+        in_dim (`int`), out_dim (`int`): Channels in and out.
+        num_res_blocks (`int`): Residual blocks.
+        dropout (`float`): Dropout inside the residual blocks.
+        temporal_downsample (`bool`): Whether the downsampler also halves the frames.
+        downsample (`bool`): Whether the level ends with a 2x downsampler (all levels but the last).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_res_blocks: int,
+        dropout: float = 0.0,
+        temporal_downsample: bool = False,
+        downsample: bool = False,
+    ) -> None:
+        super().__init__()
+        self.factor_t = 2 if temporal_downsample and downsample else 1
+        self.factor_s = 2 if downsample else 1
+        self.out_dim = out_dim
+        _check_shortcut_channels(in_dim, out_dim, self.factor_t * self.factor_s**2, down=True)
+        dims = [in_dim] + [out_dim] * num_res_blocks
+        self.resnets = nn.ModuleList([ResidualBlock(i, o, dropout) for i, o in zip(dims[:-1], dims[1:])])
+        mode = "downsample3d" if self.factor_t == 2 else "downsample2d"
+        self.downsampler = Resample(out_dim, mode) if downsample else None
+
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        shortcut = avg_down_3d(x, self.out_dim, self.factor_t, self.factor_s)  # (B, C_out, T', H', W')
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.downsampler is not None:
+            x = self.downsampler(x, cache)
+        return x.add_(shortcut)  # in place: the block's output is ours
+
+
+# Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::WanResidualUpBlock
+class ResidualUpBlock(nn.Module):
+    """Wan 2.2's decoder level: `num_res_blocks + 1` residual blocks and an optional upsampler keeping `out_dim`
+    channels, plus (when upsampling) the parameter-free `dup_up_3d` shortcut from the level's input to its output.
+
+    Args:
+        in_dim (`int`), out_dim (`int`): Channels in and out.
+        num_res_blocks (`int`): Residual blocks, less one.
+        dropout (`float`): Dropout inside the residual blocks.
+        temporal_upsample (`bool`): Whether the upsampler also doubles the frames (all but frame 0).
+        upsample (`bool`): Whether the level ends with a 2x upsampler (all levels but the last).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_res_blocks: int,
+        dropout: float = 0.0,
+        temporal_upsample: bool = False,
+        upsample: bool = False,
+    ) -> None:
+        super().__init__()
+        self.factor_t = 2 if temporal_upsample and upsample else 1
+        self.out_dim = out_dim
+        self.upsample = upsample
+        if upsample:
+            _check_shortcut_channels(in_dim, out_dim, self.factor_t * 4, down=False)
+        dims = [in_dim] + [out_dim] * (num_res_blocks + 1)
+        self.resnets = nn.ModuleList([ResidualBlock(i, o, dropout) for i, o in zip(dims[:-1], dims[1:])])
+        mode = "upsample3d" if self.factor_t == 2 else "upsample2d"
+        self.upsampler = Resample(out_dim, mode, upsample_out_dim=out_dim) if upsample else None
+
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        first_chunk = is_first_chunk(cache)  # read before the layers run: the chunk's frames start at frame 0
+        h = x
+        for resnet in self.resnets:
+            h = resnet(h, cache)
+        if self.upsampler is None:
+            return h
+        h = self.upsampler(h, cache)  # (B, C_out, T_up, 2H, 2W)
+        return h.add_(dup_up_3d(x, self.out_dim, self.factor_t, 2, first_chunk))  # in place: the output is ours

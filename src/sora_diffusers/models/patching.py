@@ -59,3 +59,10 @@ def conv3d_weight_to_linear(weight: torch.Tensor) -> torch.Tensor:
     (pt, ph, pw, C) feature order.
     """
     return weight.permute(0, 2, 3, 4, 1).reshape(weight.shape[0], -1)  # (D, pt*ph*pw*C)
+
+
+def linear_weight_to_conv3d(weight: torch.Tensor, in_channels: int, patch_size: tuple[int, int, int]) -> torch.Tensor:
+    """The inverse of `conv3d_weight_to_linear`: (D, pt*ph*pw*C) -> (D, C, pt, ph, pw)."""
+    p_t, p_h, p_w = patch_size
+    weight = weight.reshape(weight.shape[0], p_t, p_h, p_w, in_channels)  # (D, pt, ph, pw, C)
+    return weight.permute(0, 4, 1, 2, 3).contiguous()  # (D, C, pt, ph, pw)

@@ -68,10 +68,15 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             `from_pretrained`; `SoraPipeline.from_pretrained(path, text_encoder=None, tokenizer=None)` still leaves
             them out (diffusers' generic `DiffusionPipeline.from_pretrained` reaches only `__init__`: there, also
             pass `text_encoder_package=None`).
+        transformer_2 (`DiTVideoTransformer3D`, *optional*): a second denoiser for the low-noise steps (Wan 2.2 A14B's
+            two experts): `transformer` runs while `t >= boundary_ratio * num_train_timesteps`, `transformer_2`
+            after, in the same loop (as diffusers' `WanPipeline`).
+        boundary_ratio (`float`, *optional*): where the experts switch, as a share of the training timesteps (0.875
+            for Wan 2.2 T2V-A14B); required with `transformer_2`.
     """
 
-    model_cpu_offload_seq = "text_encoder->transformer->vae"
-    _optional_components = ["tokenizer", "text_encoder"]
+    model_cpu_offload_seq = "text_encoder->transformer->transformer_2->vae"
+    _optional_components = ["tokenizer", "text_encoder", "transformer_2"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     # The component annotations are read by diffusers: `from_pipe` only hands over a model whose class is listed here.
@@ -86,8 +91,18 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         default_width: int = 832,
         default_num_frames: int = 81,
         text_encoder_package: str | None = None,
+        transformer_2: DiTVideoTransformer3D | None = None,
+        boundary_ratio: float | None = None,
     ):
         super().__init__()
+        if boundary_ratio is not None and not 0.0 < boundary_ratio < 1.0:
+            raise ValueError(f"`boundary_ratio` must be in (0, 1), got {boundary_ratio}.")
+        if (transformer_2 is None) != (boundary_ratio is None):
+            raise ValueError(
+                "`transformer_2` and `boundary_ratio` go together (the low-noise expert and where it takes over); got "
+                f"transformer_2={'None' if transformer_2 is None else type(transformer_2).__name__}, "
+                f"boundary_ratio={boundary_ratio}."
+            )
         if text_encoder_package is not None:
             # Filled here, not in `from_pretrained`: `DiffusionPipeline.from_pretrained` builds the pipeline with
             # `cls(**components)` and reaches no other method of ours. The encoder runs in the transformer's dtype,
@@ -99,12 +114,14 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         self.register_modules(
             tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler
         )
+        self.register_modules(transformer_2=transformer_2)
         self.register_to_config(
             default_height=default_height,
             default_width=default_width,
             default_num_frames=default_num_frames,
             text_encoder_package=text_encoder_package,
         )
+        self.register_to_config(boundary_ratio=boundary_ratio)
         self._video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
 
     # Read from the VAE at each use (diffusers' pipelines store them once in __init__): a VAE of another compression
@@ -550,6 +567,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         negative_prompt_attention_mask: torch.Tensor | None = None,
         strict_size: bool = False,
         return_decoded_conditions: bool = False,
+        guidance_scale_2: float | None = None,
     ) -> SoraPipelineOutput | tuple:
         r"""
         Generate videos (or, with `num_frames=1`, images).
@@ -586,6 +604,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                 `num_frames` the model cannot take directly, instead of generating a covering size and cropping.
             return_decoded_conditions (`bool`, defaults to `False`): return the model's rendering (the VAE decode)
                 of the frames given at strength 1 instead of their input pixels.
+            guidance_scale_2 (`float`, *optional*): guidance of the low-noise expert `transformer_2` (defaults to
+                `guidance_scale`); only for pipelines with a `boundary_ratio`.
         """
         # 1. Check inputs
         height = height or self.config.default_height
@@ -599,6 +619,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         )  # fmt: skip
         canvas = self.generation_canvas(height, width, num_frames)
         self._log_canvas(canvas)
+        if self.config.get("boundary_ratio") is None and guidance_scale_2 is not None:
+            raise ValueError("`guidance_scale_2` is only supported when the pipeline's `boundary_ratio` is not None.")
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self._guidance_scale = guidance_scale
@@ -658,6 +680,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             latents = noise.clone()
         per_frame = bool(getattr(self.transformer.config, "per_frame_timesteps", False))
         num_train_timesteps = self.scheduler.config.num_train_timesteps
+        boundary_ratio = self.config.get("boundary_ratio")
+        boundary_timestep = None if boundary_ratio is None else boundary_ratio * num_train_timesteps
 
         # 6. Denoising loop
         prev_sigma = None
@@ -670,12 +694,15 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                     latents, cond_latents, cond_sigma, noise, sigma, per_frame, prev_sigma
                 )
                 prev_sigma = sigma
-                timestep = self._model_timestep(t, frame_sigma, per_frame, num_train_timesteps, batch_size)
+                timestep = self._model_timestep(t, frame_sigma, per_frame, num_train_timesteps, batch_size, sigma)
                 # where the loop is, for diffusers' caches (FirstBlockCache, MagCache, TaylorSeer, ...)
                 cache_context_kwargs = {"step_index": i, "sigma": sigma, "num_inference_steps": len(timesteps)}
+                # Wan 2.2 A14B: the high-noise expert while t >= boundary, then the low-noise one (as WanPipeline)
+                high_noise = boundary_timestep is None or t >= boundary_timestep
                 noise_pred = self._predict(
-                    self.transformer, latents, timestep, prompt_embeds, prompt_mask, negative_prompt_embeds,
-                    negative_mask, cache_context_kwargs,
+                    self.transformer if high_noise else self.transformer_2, latents, timestep, prompt_embeds,
+                    prompt_mask, negative_prompt_embeds, negative_mask, cache_context_kwargs,
+                    guidance_scale=guidance_scale if high_noise or guidance_scale_2 is None else guidance_scale_2,
                 )  # fmt: skip
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
@@ -751,10 +778,18 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         return timesteps, first_step
 
     @staticmethod
-    def _model_timestep(t, frame_sigma, per_frame: bool, num_train_timesteps: int, batch_size: int) -> torch.Tensor:
-        """(B,) for one level per video, or (B, T') when frames sit at different levels and the model knows it."""
+    def _model_timestep(
+        t, frame_sigma, per_frame: bool, num_train_timesteps: int, batch_size: int, sigma: float | None = None
+    ) -> torch.Tensor:
+        """(B,) for one level per video, or (B, T') when frames sit at different levels and the model knows it.
+
+        Frames at the step's level `sigma` are told the scheduler's own `t`, as in a one-level call (UniPC rounds its
+        timesteps to integers, so `t` is not `sigma * num_train_timesteps`; diffusers' Wan 2.2 TI2V passes `t`)."""
         if per_frame and bool((frame_sigma != frame_sigma[0]).any()):
-            return (frame_sigma * num_train_timesteps).to(t.device).expand(batch_size, -1)
+            frame_t = (frame_sigma * num_train_timesteps).to(t.device)
+            if sigma is not None:
+                frame_t = torch.where(frame_sigma.to(t.device) == sigma, t.float(), frame_t)
+            return frame_t.expand(batch_size, -1)
         return t.expand(batch_size).float()
 
     def _predict(
@@ -767,13 +802,15 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         negative_prompt_embeds: torch.Tensor | None,
         negative_mask: torch.Tensor | None,
         cache_context_kwargs: dict[str, Any],
+        guidance_scale: float | None = None,
     ) -> torch.Tensor:
-        """`transformer`'s velocity, with classifier-free guidance.
+        """`transformer`'s velocity, with classifier-free guidance at `guidance_scale` (defaults to the call's).
 
         Without a cache, guidance is one batched call. diffusers' caches (`transformer.enable_cache(...)`) keep their
         state per named call, so then the conditional and unconditional predictions are two calls, each in its own
         `cache_context` ("cond" / "uncond"), as in diffusers' `WanPipeline`.
         """
+        guidance_scale = self.guidance_scale if guidance_scale is None else guidance_scale
         model_input = latents.to(transformer.dtype)
         kwargs = {"attention_kwargs": self._attention_kwargs, "return_dict": False}
         if self.do_classifier_free_guidance and not getattr(transformer, "is_cache_enabled", False):
@@ -785,7 +822,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                 **kwargs,
             )[0].float()
             cond, uncond = both.chunk(2)
-            return uncond + self.guidance_scale * (cond - uncond)
+            return uncond + guidance_scale * (cond - uncond)
 
         with transformer.cache_context("cond", **cache_context_kwargs):
             cond = transformer(model_input, timestep, prompt_embeds, prompt_mask, **kwargs)[0].float()
@@ -793,7 +830,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             return cond
         with transformer.cache_context("uncond", **cache_context_kwargs):
             uncond = transformer(model_input, timestep, negative_prompt_embeds, negative_mask, **kwargs)[0].float()
-        return uncond + self.guidance_scale * (cond - uncond)
+        return uncond + guidance_scale * (cond - uncond)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------------
