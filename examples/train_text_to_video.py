@@ -73,12 +73,8 @@ MODEL_CARD = dict(  # with --push_to_hub: the README.md of the uploaded folder
     description="A `SoraPipeline` trained with sora_diffusers' `examples/train_text_to_video.py`: a "
     "`DiTVideoTransformer3D` trained by flow matching on the latents of a frozen `SpacetimeVAE`, conditioned on text "
     "and on random clean latent frames, so one model does text-to-video, image-to-video and extension.",
-    usage="""from sora_diffusers import FrameCondition, SoraPipeline
-
-pipe = SoraPipeline.from_pretrained("{repo_id}")
-video = pipe("a red circle moving to the right", num_inference_steps=30).frames[0]
-animated = pipe("a red circle moving to the right", conditions=[FrameCondition(image, 0)]).frames[0]""",
-    tags=("text-to-video", "image-to-video"),
+    model_class="SoraPipeline",
+    tags=("image-to-video",),
 )
 
 

@@ -58,11 +58,8 @@ MODEL_CARD = dict(  # with --push_to_hub: the README.md of the uploaded folder
     description="A `SpacetimeVAE` (sora_diffusers' causal 3D-convolution video VAE: frame 0 is encoded alone, then "
     "groups of frames) trained with `examples/train_vae.py`. Its config carries the per-channel `latents_mean` / "
     "`latents_std` measured on the training data, so its normalised latents have about unit variance.",
-    usage="""from sora_diffusers import SpacetimeVAE
-
-vae = SpacetimeVAE.from_pretrained("{repo_id}")
-latents = vae.encode(video).latent_dist.mode()  # video: (B, 3, 1 + 4k, H, W) in [-1, 1]
-frames = vae.decode(latents).sample""",
+    model_class="SpacetimeVAE",
+    pipeline_tag=None,
     tags=("video-autoencoder",),
 )
 

@@ -431,7 +431,9 @@ def test_push_to_hub_uploads_the_model_with_a_model_card(tmp_path, monkeypatch):
     assert card.data.license == "apache-2.0" and card.data.library_name == "diffusers"
     assert {"sora_diffusers", "video-autoencoder"} <= set(card.data.tags)
     assert 'SpacetimeVAE.from_pretrained("me/vae")' in card.text
-    assert "| `--base_dim` | `8` |" in card.text and "(step 2)" in card.text
+    assert "| `--base_dim` | `8` |" in card.text and "(training, step 2)" in card.text
+    assert card.data.pipeline_tag is None and "diffusers-training" in card.data.tags  # a VAE is no pipeline
+    assert str(tmp_path) not in card.text  # local paths shown by their name only
     assert "validation/step-000002_0.mp4" in card.text
 
 

@@ -5,6 +5,7 @@ and logs."""
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from accelerate.logging import get_logger
@@ -55,38 +56,59 @@ def save_model_card(
     args: argparse.Namespace,
     repo_id: str,
     description: str,
-    usage: str | None = None,
+    model_class: str = "SoraPipeline",
+    pipeline_tag: str | None = "text-to-video",
     tags: tuple[str, ...] = (),
     last_record: dict | None = None,
+    hardware: str = "cpu",
 ) -> Path:
-    """Write `--output_dir/README.md`, the model card the Hub shows: metadata (license, library, tags, base model),
-    `description`, the `usage` snippet, every flag of the run, its last metrics and its validation samples."""
-    from huggingface_hub import ModelCard, ModelCardData
+    """Write `--output_dir/README.md`, the model card the Hub shows, from `cards.create_model_card` (the one card
+    template): metadata (license, library, pipeline tag, tags, base model), `description`, how to load it, the data,
+    the command (local paths reduced to their names), hardware and steps, the last metrics as its evaluation, then every
+    flag of the run and its validation samples."""
+    from .cards import create_model_card
 
     output_dir = Path(args.output_dir)
     pretrained = [getattr(args, k, None) for k in ("pretrained_vae", "pretrained_transformer")]
     base_model = next((p for p in pretrained if p and not os.path.exists(p)), None)  # a Hub id, not a local folder
-    data = ModelCardData(
-        license="apache-2.0",
-        library_name="diffusers",
-        tags=["sora_diffusers", "diffusers", "diffusers-training", *tags],
-        base_model=base_model,
-    )
-    lines = [f"# {repo_id}", "", description.strip(), ""]
-    if usage:
-        lines += ["## How to use", "", "```python", usage.strip().replace("{repo_id}", repo_id), "```", ""]
     flags = {k: v for k, v in sorted(vars(args).items()) if k not in ("output_dir", "push_to_hub", "hub_model_id")}
-    lines += ["## Training", "", "| flag | value |", "| --- | --- |"]
-    lines += [f"| `--{k}` | `{v}` |" for k, v in flags.items()]
-    if last_record:
-        lines += ["", "Last metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in last_record.items() if k != "step")]
-        lines += [f"(step {last_record.get('step')})."]
+    data_dir = getattr(args, "data_dir", None)
+    dataset = (
+        f"A folder of captioned videos (`{_shown(data_dir)}`)."
+        if data_dir
+        else "The procedural shapes world of `sora_diffusers.data`: coloured circles, squares and triangles that move, "
+        "on plain or gradient backgrounds, some behind a grey bar, captioned by the generator."
+    )
+    step = last_record.get("step", 0) if last_record else 0
+    metrics = {k: f"{v:.4g}" for k, v in (last_record or {}).items() if k != "step" and isinstance(v, (int, float))}
+    card = create_model_card(
+        description,
+        training_command=["python", Path(sys.argv[0]).name, *(_shown(a) for a in sys.argv[1:])],
+        hardware=hardware,
+        train_steps=int(step),
+        dataset_description=dataset,
+        base_model=base_model,
+        eval_results={f"{name} (training, step {step})": value for name, value in metrics.items()} or None,
+        repo_id=repo_id,
+        model_class=model_class,
+        tags=["diffusers-training", *tags],
+        pipeline_tag=pipeline_tag,
+    )
+    lines = ["", "## Training flags", "", "| flag | value |", "| --- | --- |"]
+    lines += [f"| `--{k}` | `{_shown(v)}` |" for k, v in flags.items()]
     samples = sorted(
         p.relative_to(output_dir).as_posix() for p in (output_dir / "validation").glob("*") if p.is_file()
     )
     if samples:
         lines += ["", "## Validation samples", "", *[f"- [{name}]({name})" for name in samples[-8:]]]
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+    card.text = card.text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
     path = output_dir / "README.md"
     card.save(path)
     return path
+
+
+def _shown(value):
+    """A flag value as a card may show it: absolute local paths reduced to their last part (no local layout leaks)."""
+    if isinstance(value, str) and os.path.isabs(value):
+        return Path(value).name
+    return value

@@ -22,6 +22,7 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from .buckets import BucketBatchSampler
+from .cards import describe_hardware
 from .checkpoints import (
     EMA_FOLDER,
     TRAINING_STATE,
@@ -351,8 +352,8 @@ class Trainer:
 
     def save_final_model(self, save_fn: Callable[[torch.nn.Module], None], model_card: dict | None = None) -> None:
         """On the main process: the EMA weights put into the trained module (`ema_model` of `prepare`), `save_fn` of
-        it, then, with `--push_to_hub`, a model card (`hub.save_model_card(**model_card)`: `description`, `usage`,
-        `tags`) and the upload of `--output_dir`."""
+        it, then, with `--push_to_hub`, a model card (`hub.save_model_card(**model_card)`: `description`, `model_class`,
+        `pipeline_tag`, `tags`) and the upload of `--output_dir`."""
         self.accelerator.wait_for_everyone()
         if self.is_main_process:
             final = self.ema_model
@@ -365,7 +366,8 @@ class Trainer:
                     **(model_card or {}),
                 }
                 last = next((r for r in reversed(self.metrics.records) if "loss" in r), None)
-                save_model_card(self.args, self.repo_id, last_record=last, **card)
+                hardware = describe_hardware(self.accelerator.device, self.accelerator.num_processes)
+                save_model_card(self.args, self.repo_id, last_record=last, hardware=hardware, **card)
             upload_to_hub(self.args, self.repo_id)
 
     def end(self) -> dict:
