@@ -8,6 +8,7 @@ pytest temporary folder (the path is printed).
 
 import copy
 import os
+import runpy
 import shutil
 import signal
 import socket
@@ -258,11 +259,21 @@ def test_serve_help_does_not_import_gradio():
     assert done.stdout.strip().endswith("gradio not loaded")
 
 
-def test_serve_rejects_a_bad_port(capsys):
+def test_serve_rejects_a_bad_port_before_loading_the_model(capsys, monkeypatch):
+    monkeypatch.setattr("sora_diffusers.cli._load", lambda *args: pytest.fail("loaded the model"))
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "--port", "70000"])
     assert exit_info.value.code == 2
     assert "--port: must be a port number from 1 to 65535, got '70000'" in capsys.readouterr().err
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_info:
+            main(["serve", "--port", str(port)])
+    assert exit_info.value.code == 2
+    assert f"--host/--port: cannot listen on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
 
 
 # ---- the page, in headless Chromium -------------------------------------------------------------------------------
@@ -516,7 +527,7 @@ def test_serve_runs_the_embedded_model_in_the_page(context, tmp_path):
             except OSError:
                 time.sleep(0.5)
         page = open_page(context, url)
-        assert "default_model" in page.inner_text("body")  # the model's path is named on the page
+        assert "default model v" in page.inner_text("body")  # named by its model card's title
         open_advanced(page)
         page.click("#size-preset input")
         page.get_by_role("option", name="256x144 landscape 16:9").click()
@@ -537,3 +548,17 @@ def test_serve_runs_the_embedded_model_in_the_page(context, tmp_path):
         log.close()
     assert frames.shape == (5, 144, 256, 3)
     assert load_metadata(tmp_path / "served.mp4")["model"].endswith("default_model")
+
+
+def test_the_spaces_entry_point_builds_the_page_on_the_embedded_model():
+    """examples/app.py, imported as a module (a Space runs it as a script, which then calls `launch`)."""
+    import gradio as gr
+
+    from sora_diffusers.default_model import default_model_path
+
+    namespace = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "app.py"), run_name="spaces_app")
+    demo = namespace["demo"]
+    assert isinstance(demo, gr.Blocks)
+    assert demo.runner.model_name == default_model_path()
+    assert demo.runner.default_settings.height == demo.runner.pipe.config.default_height == 256
+    assert not demo.is_running  # building the page does not serve it

@@ -41,6 +41,7 @@ except ImportError as error:  # gradio is an extra: say how to get it rather tha
     ) from error
 
 from . import __version__
+from .default_model import default_model_path
 from .pipelines import SoraImageToVideoPipeline, SoraPipeline, SoraVideoExtensionPipeline, SoraVideoToVideoPipeline
 from .utils.export import export_to_video
 
@@ -426,6 +427,7 @@ def build_app(
     """
     if pipe is None:
         pipe = SoraPipeline.from_default_model().to("cuda" if torch.cuda.is_available() else "cpu")
+        model_name = model_name or default_model_path()
     runner = DemoRunner(
         pipe,
         output_dir=output_dir,
@@ -442,7 +444,7 @@ def build_app(
     with gr.Blocks(title="sora-diffusers", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
         demo.runner = runner  # for whoever serves it: tests, scripts
         gr.Markdown(
-            f"# sora-diffusers\nGenerate videos from text, images and clips. Model: `{html.escape(runner.model_name)}`"
+            f"# sora-diffusers\nGenerate videos from text, images and clips. Model: {_describe_model(runner.model_name)}"
         )
         with gr.Row():
             with gr.Column(scale=1):
@@ -457,7 +459,13 @@ def build_app(
                 file_out = gr.File(label="Download (mp4 with its prompt, seed and settings)", elem_id="download")
                 status = gr.Markdown(elem_id="status")
         gallery = gr.Gallery(
-            label="Made on this page", columns=6, height=240, object_fit="contain", preview=False, elem_id="gallery"
+            label="Made on this page",
+            columns=6,
+            height=240,
+            object_fit="contain",
+            preview=False,
+            elem_id="gallery",
+            **_if_supported(gr.Gallery, fit_columns=False),  # gradio 6: keep thumbnails small while there are few
         )
         made = gr.State([])  # [(path, caption)] of this page since it was opened
 
@@ -480,6 +488,25 @@ def build_app(
         cancel.click(request_cancel, inputs=None, outputs=status, cancels=events, queue=False)
     demo.queue(default_concurrency_limit=1)
     return demo
+
+
+def _describe_model(name: str) -> str:
+    """Markdown naming the model: the embedded one by its model card's title, any other by its path or repo id."""
+    try:
+        embedded = Path(name).resolve() == Path(default_model_path()).resolve()
+    except (OSError, FileNotFoundError):
+        embedded = False
+    if embedded:
+        card = (Path(default_model_path()) / "README.md").read_text(encoding="utf-8")
+        title = next((line[2:].strip() for line in card.splitlines() if line.startswith("# ")), "default model")
+        return f"{html.escape(title)}, embedded in the package (a shapes world: coloured shapes that move)"
+    return f"`{html.escape(name)}`"
+
+
+def _if_supported(component: type, **kwargs) -> dict:
+    """The keyword arguments `component` takes in the installed gradio (the demo runs on gradio 5 and 6)."""
+    parameters = inspect.signature(component.__init__).parameters
+    return {name: value for name, value in kwargs.items() if name in parameters}
 
 
 def _task_tabs(max_num_frames: int) -> dict[str, tuple[gr.Button, dict[str, gr.components.Component]]]:

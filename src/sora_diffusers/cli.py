@@ -335,6 +335,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from .app import build_app  # gradio is imported here only: `--help` and `generate` never load it
     except ImportError as error:
         parser.error(str(error))
+    _check_address(args.host, args.port, parser)  # before minutes of loading, like every other argument
     model = _resolve_model(args.model, parser)
     args.cpu_offload = False  # `_resolve_device` reads it; a demo keeps its model on the device
     device = _resolve_device(args, parser)
@@ -347,9 +348,23 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     demo = build_app(pipe, lora_scales=lora_scales, model_name=model)
     try:
         demo.launch(server_name=args.host, server_port=args.port)
-    except OSError as error:  # the port is taken, or the address is not this machine's
-        parser.error(f"cannot listen on {args.host}:{args.port}: {error}")
+    except OSError as error:  # taken since `_check_address` looked
+        parser.error(f"--port: cannot listen on {args.host}:{args.port}: {error}")
     return 0
+
+
+def _check_address(host: str, port: int, parser: argparse.ArgumentParser) -> None:
+    """Fail at once if the server could not listen on `host`:`port` (a port in use, an address of another machine)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closed port is free
+            sock.bind((host, port))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        parser.error(f"--host/--port: cannot listen on {host}:{port}: {reason}")
 
 
 # ---- shared ---------------------------------------------------------------------------------------------------------
