@@ -21,7 +21,10 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8"],
+    # the web demo (`sora-diffusers serve`, examples/app.py); 5.9 added `gr.Error(print_exception=...)`
+    "demo": ["gradio>=5.9"],
+    # tests/test_app.py drives the demo in Debian's `chromium` through playwright (no browser download)
+    "test": ["pytest>=8", "gradio>=5.9", "playwright>=1.40"],
     "train": ["matplotlib>=3.7"],
     "xformers": ["xformers>=0.0.28"],
 }

@@ -7,6 +7,7 @@
     sora-diffusers generate "a blue square" -o square.png              # one frame: an image
     sora-diffusers generate "a red circle" --lora style.safetensors:0.8 -o styled.mp4
     sora-diffusers info --model PATH
+    sora-diffusers serve --port 7860                                     # a web demo (needs gradio)
 
 Every argument is checked, and every input file read, before a model is loaded: mistakes print
 `sora-diffusers generate: error: ...` (argparse's form) and exit with status 2 at once, not after minutes of loading;
@@ -115,6 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=_info, parser=info)
     _add_model_argument(info)
     _add_verbose_argument(info)
+
+    serve = commands.add_parser(
+        "serve", help="serve a web demo of every task in the browser (Gradio; `pip install 'sora_diffusers[demo]'`)"
+    )
+    serve.set_defaults(run=_serve, parser=serve)
+    _add_model_argument(serve)
+    serve.add_argument(
+        "--lora",
+        action="append",
+        type=_lora_spec,
+        metavar="PATH[:SCALE]",
+        help="load a LoRA (file, folder or Hub repo id); SCALE (default 1.0) is where its slider starts; repeatable",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)",
+    )
+    serve.add_argument("--port", type=_port, default=7860, help="port to listen on (default 7860)")
+    _add_verbose_argument(serve)
+    serve.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     return parser
 
 
@@ -335,6 +357,49 @@ def _info(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+# ---- serve ----------------------------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Load the model once, then serve the demo page until interrupted (Ctrl-C)."""
+    try:
+        from .app import build_app  # gradio is imported here only: `--help` and `generate` never load it
+    except ImportError as error:
+        parser.error(str(error))
+    _check_address(args.host, args.port, parser)  # before minutes of loading, like every other argument
+    from .pipelines import SoraPipeline
+
+    model = _resolve_model(args.model, parser)
+    args.cpu_offload = False  # `_resolve_device` reads it; a demo keeps its model on the device
+    device = _resolve_device(args, parser)
+    pipe = _load(SoraPipeline, model, args, parser)
+    lora_scales = None
+    if args.lora:
+        _load_loras(pipe, args.lora, parser)
+        lora_scales = {f"lora_{i}": scale for i, (_, scale) in enumerate(args.lora)}  # `_load_loras`' adapter names
+    pipe.to(device)
+    demo = build_app(pipe, lora_scales=lora_scales, model_name=model)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port)
+    except OSError as error:  # taken since `_check_address` looked
+        parser.error(f"--port: cannot listen on {args.host}:{args.port}: {error}")
+    return 0
+
+
+def _check_address(host: str, port: int, parser: argparse.ArgumentParser) -> None:
+    """Fail at once if the server could not listen on `host`:`port` (a port in use, an address of another machine)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closed port is free
+            sock.bind((host, port))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        parser.error(f"--host/--port: cannot listen on {host}:{port}: {reason}")
+
+
 # ---- shared ---------------------------------------------------------------------------------------------------------
 
 
@@ -453,6 +518,10 @@ def _non_negative_float(text: str) -> float:
 
 def _unit_float(text: str) -> float:
     return _number(text, float, lambda value: 0 <= value <= 1, "a number from 0 to 1")
+
+
+def _port(text: str) -> int:
+    return _number(text, int, lambda value: 1 <= value <= 65535, "a port number from 1 to 65535")
 
 
 def _lora_spec(text: str) -> tuple[str, float]:
