@@ -26,7 +26,6 @@ from sora_diffusers import DiTVideoTransformer3D, SoraFlowMatchScheduler, SoraPi
 from sora_diffusers.training.arguments import build_parser, check_args, refuse_architecture_flags
 from sora_diffusers.training.models import load_json_config, load_transformer, load_vae
 from sora_diffusers.training.text_to_video import (
-    DEFAULT_VALIDATION_PROMPTS,
     add_flow_matching_arguments,
     add_validation_arguments,
     build_training_data,
