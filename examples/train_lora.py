@@ -149,10 +149,11 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info(f"LoRA rank {args.rank} on {args.target_modules}: {trained / 1e6:.3f} M trained parameters")
 
     # 2. Data, 3. optimizer over the adapter, accelerate, resume (checkpoints hold the adapter and optimizer only)
-    base = Path(args.pretrained_model).resolve()
-    dataset, bucket_ids = build_training_data(args, trainer, vae, str(base / "vae"))
+    local = Path(args.pretrained_model)
+    base = local.resolve().as_posix() if local.exists() else args.pretrained_model  # names the caches' models
+    dataset, bucket_ids = build_training_data(args, trainer, vae, f"{base}/vae")
     model = trainer.prepare(transformer, dataset, bucket_ids, trainable_only=True)
-    encode_prompts = prompt_encoder(pipe, args, device, str(base / "text_encoder"), dtype)
+    encode_prompts = prompt_encoder(pipe, args, device, f"{base}/text_encoder", dtype)
 
     # 4. The micro-batch step of train_text_to_video.py: random clean conditioning frames, flow matching on the rest
     step_fn = frame_conditioning_step(

@@ -206,3 +206,33 @@ def test_bf16_mixed_precision_and_gradient_checkpointing_train_a_float32_lora(ba
     weights = load_file(tmp_path / "pytorch_lora_weights.safetensors")
     assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())
     assert any(w.abs().max() > 0 for k, w in weights.items() if "lora_B" in k)
+
+
+def test_push_to_hub_uploads_the_lora_with_its_model_card(base_model, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import huggingface_hub
+    from huggingface_hub import ModelCard
+
+    uploads = []
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kw: SimpleNamespace(repo_id=repo_id))
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kwargs: uploads.append(kwargs))
+    argv = [*FLAGS, "--pretrained_model", str(base_model), "--output_dir", str(tmp_path), "--max_train_steps", "1"]
+    run(train_lora.main, [*argv, "--push_to_hub", "--hub_model_id", "me/lora"])
+    assert len(uploads) == 1 and uploads[0]["repo_id"] == "me/lora"
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.pipeline_tag == "text-to-video" and "lora" in card.data.tags
+    assert card.data.base_model is None  # a local base folder is no Hub id
+    assert 'pipe.load_lora_weights("me/lora", adapter_name="lora")' in card.text
+    assert "| `--rank` | `4` |" in card.text and str(base_model) not in card.text
+
+
+def test_lora_card_names_a_hub_base_model():
+    from sora_diffusers.training.cards import create_model_card
+
+    card = create_model_card(
+        "A LoRA.", training_command="python train_lora.py", hardware="cpu", train_steps=3,
+        dataset_description="clips", base_model="org/base", model_class="LoRA", tags=["lora"],
+    )  # fmt: skip
+    assert card.data.base_model == "org/base" and card.data.tags[:1] == ["text-to-video"] and "lora" in card.data.tags
+    assert 'pipe = SoraPipeline.from_pretrained("org/base")\npipe.load_lora_weights(' in card.text
