@@ -124,6 +124,9 @@ def test_resume_after_stop_at_step_equals_an_uninterrupted_run(base_model, lora_
     argv += ["--lora_alpha", "8"]
     stopped = run(train_lora.main, [*argv, "--stop_at_step", "2"])
     assert stopped["stopped"] and not (tmp_path / "pytorch_lora_weights.safetensors").exists()
+    for other in (["--rank", "2"], ["--target_modules", "to_q"]):  # another adapter does not resume this one
+        with pytest.raises(ValueError, match="does not hold this run's trainable parameters"):
+            run(train_lora.main, [*argv, *other, "--resume_from_checkpoint", "latest"])
     resumed = run(train_lora.main, [*argv, "--resume_from_checkpoint", "latest"])
     assert resumed["first_step"] == 2 and resumed["global_step"] == 4
     a, b = (

@@ -398,14 +398,14 @@ def apply_state(
     unwrapped = accelerator.unwrap_model(model)
     if trainable_only:
         trainable = trainable_state_dict(unwrapped)
-        if set(loaded["model"]) != set(trainable):
-            missing, extra = (
-                sorted(set(trainable) - set(loaded["model"])),
-                sorted(set(loaded["model"]) - set(trainable)),
-            )
+        saved = loaded["model"]
+        missing, extra = sorted(set(trainable) - set(saved)), sorted(set(saved) - set(trainable))
+        resized = sorted(n for n in set(saved) & set(trainable) if saved[n].shape != trainable[n].shape)
+        if missing or extra or resized:
             raise ValueError(
                 f"the checkpoint's {MODEL_FILE} does not hold this run's trainable parameters: missing {missing[:3]}, "
-                f"unexpected {extra[:3]} (was it written with other --rank / --target_modules?)"
+                f"unexpected {extra[:3]}, other shapes {resized[:3]} (was it written with other --rank or "
+                "--target_modules?)"
             )
         with torch.no_grad():
             for name, param in trainable.items():
