@@ -22,39 +22,22 @@ import torch
 from accelerate.logging import get_logger
 from transformers import AutoModel, AutoTokenizer
 
-from sora_diffusers import DiTVideoTransformer3D, FrameCondition, SoraFlowMatchScheduler, SoraPipeline
+from sora_diffusers import DiTVideoTransformer3D, SoraFlowMatchScheduler, SoraPipeline
 from sora_diffusers.training.arguments import build_parser, check_args, refuse_architecture_flags
-from sora_diffusers.training.buckets import Bucket
-from sora_diffusers.training.caches import PromptEmbeddingCache, build_latent_cache
-from sora_diffusers.training.conditioning_sampler import (
-    CONDITION_MODES,
-    DEFAULT_CONDITION_PROBS,
-    captions_with_dropout,
-    conditioned_latents,
-    normalize_condition_probs,
-)
-from sora_diffusers.training.datasets import (
-    VideoFolderDataset,
-    buckets_from_args,
-    build_dataset,
-    read_frames,
-    resize_crop,
-    shapes_dataset,
-)
-from sora_diffusers.training.flow_matching import (
-    LOSS_WEIGHTING_SCHEMES,
-    WEIGHTING_SCHEMES,
-    add_noise,
-    flow_matching_loss,
-    flow_target,
-    loss_weighting,
-    prepare_frame_conditioning_sigmas,
-    sample_sigmas,
-    sigmas_to_timesteps,
-)
-from sora_diffusers.training.logging import to_uint8_video, write_video
 from sora_diffusers.training.models import load_json_config, load_transformer, load_vae
-from sora_diffusers.training.trainer import Trainer, step_generator, weight_dtype
+from sora_diffusers.training.text_to_video import (
+    add_flow_matching_arguments,
+    add_validation_arguments,
+    build_training_data,
+    check_flow_matching_args,
+    fill_validation_size,
+    frame_conditioning_step,
+    generate_validation,
+    is_frame_conditioned,
+    prompt_encoder,
+    validation_clip,
+)
+from sora_diffusers.training.trainer import Trainer, weight_dtype
 
 
 logger = get_logger(__name__)
@@ -64,11 +47,6 @@ DEFAULT_TRANSFORMER_CONFIG = dict(
     patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=64, ffn_dim=1024, num_layers=6, freq_dim=256
 )
 TRANSFORMER_FLAGS = ("patch_size", "num_attention_heads", "attention_head_dim", "ffn_dim", "num_layers", "freq_dim")
-DEFAULT_VALIDATION_PROMPTS = [
-    "a red circle moving to the right on a black background",
-    "a blue square moving up on a black background",
-]
-VALIDATION_SEED_OFFSET = 1_000_003
 MODEL_CARD = dict(  # with --push_to_hub: the README.md of the uploaded folder
     description="A `SoraPipeline` trained with sora_diffusers' `examples/train_text_to_video.py`: a "
     "`DiTVideoTransformer3D` trained by flow matching on the latents of a frozen `SpacetimeVAE`, conditioned on text "
@@ -95,43 +73,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--patch_size", type=int, nargs=3, default=None)
     for flag in TRANSFORMER_FLAGS[1:]:
         model.add_argument(f"--{flag}", type=int, default=None)
-    flow = p.add_argument_group("flow matching and conditioning")
-    flow.add_argument("--weighting_scheme", choices=WEIGHTING_SCHEMES, default="logit_normal")
-    flow.add_argument("--logit_mean", type=float, default=0.0)
-    flow.add_argument("--logit_std", type=float, default=1.0)
-    flow.add_argument("--mode_scale", type=float, default=1.29)
-    flow.add_argument("--shift", type=float, default=1.0, help="static shift of the training sigmas")
-    flow.add_argument("--loss_weighting", choices=LOSS_WEIGHTING_SCHEMES, default="none")
+    flow = add_flow_matching_arguments(p)
     flow.add_argument("--scheduler_shift", type=float, default=3.0, help="shift of the saved sampler")
-    flow.add_argument("--caption_dropout", type=float, default=0.1, help="share of empty captions (for CFG)")
-    flow.add_argument(
-        "--condition_probs", type=float, nargs=len(CONDITION_MODES), metavar="P",
-        default=[DEFAULT_CONDITION_PROBS[m] for m in CONDITION_MODES], help=f"probabilities of {CONDITION_MODES}",
-    )  # fmt: skip
-    flow.add_argument("--cache_latents", default=None, help="encode the data once into DIR and train from there")
-    flow.add_argument(
-        "--cache_prompt_embeds",
-        action="store_true",
-        help="encode each caption once (alone, not in its batch) and reuse it; kept in DIR/prompt_embeds with "
-        "--cache_latents DIR, else in memory",
-    )
-    val = p.add_argument_group("validation")
-    val.add_argument("--validation_prompts", nargs="+", default=DEFAULT_VALIDATION_PROMPTS)
-    val.add_argument("--validation_num_inference_steps", type=int, default=20)
-    val.add_argument("--validation_guidance_scale", type=float, default=4.0)
-    val.add_argument("--validation_height", type=int, default=None, help="default: the first bucket's")
-    val.add_argument("--validation_width", type=int, default=None)
-    val.add_argument("--validation_num_frames", type=int, default=None)
+    add_validation_arguments(p)
     args = p.parse_args(argv)
     check_args(args)
-    if not 0.0 <= args.caption_dropout <= 1.0:
-        raise ValueError(f"--caption_dropout must be in [0, 1], got {args.caption_dropout}")
-    args.condition_probs = normalize_condition_probs(args.condition_probs)
+    check_flow_matching_args(args)
     refuse_architecture_flags(args, "pretrained_transformer", "transformer_config", TRANSFORMER_FLAGS)
-    first = buckets_from_args(args)[0]
-    args.validation_height = args.validation_height or first.height
-    args.validation_width = args.validation_width or first.width
-    args.validation_num_frames = args.validation_num_frames or first.num_frames
+    fill_validation_size(args)
     return args
 
 
@@ -163,7 +112,7 @@ def load_frozen(args: argparse.Namespace, device, dtype):
 def build_transformer(args: argparse.Namespace, vae, text_encoder) -> DiTVideoTransformer3D:
     """--pretrained_transformer (checked against the VAE, text encoder and conditioning), or a new one: defaults, then
     --transformer_config, then flags; channels and text width follow the VAE and text encoder."""
-    conditioned = bool(args.condition_probs[1:].sum() > 0)
+    conditioned = is_frame_conditioned(args)
     if args.pretrained_transformer:
         transformer = load_transformer(args.pretrained_transformer, torch_dtype=torch.float32)
         config = transformer.config
@@ -199,51 +148,6 @@ def build_transformer(args: argparse.Namespace, vae, text_encoder) -> DiTVideoTr
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Validation
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def validation_clip(args: argparse.Namespace) -> tuple[torch.Tensor, str]:
-    """A clip (3, T, H, W) of the validation size and its caption, for the image-to-video and extension samples."""
-    bucket = Bucket(args.validation_width, args.validation_height, args.validation_num_frames)
-    if args.data_dir:
-        dataset = VideoFolderDataset(args.data_dir, buckets_from_args(args), random_start=False)
-        frames = read_frames(dataset.files[0], 0, bucket.num_frames)  # a short clip repeats its last frame
-        return resize_crop(frames, bucket.width, bucket.height), dataset.captions[0]
-    dataset, _ = shapes_dataset(1, [bucket], args.seed + VALIDATION_SEED_OFFSET, group_size=1)
-    return dataset[0]["video"], dataset[0]["caption"]
-
-
-def generate_validation(pipe: SoraPipeline, args: argparse.Namespace, clip: torch.Tensor, caption: str, step: int):
-    """T2V per prompt, I2V from the clip's first frame and forward extension of its first half; real | generated."""
-    out = Path(args.output_dir) / "validation"
-    common = dict(
-        height=args.validation_height,
-        width=args.validation_width,
-        num_frames=args.validation_num_frames,
-        num_inference_steps=args.validation_num_inference_steps,
-        guidance_scale=args.validation_guidance_scale,
-        output_type="pt",
-    )
-    for i, prompt in enumerate(args.validation_prompts):
-        video = pipe(prompt, generator=torch.Generator().manual_seed(i), **common).frames[0]  # (T, 3, H, W) [0, 1]
-        write_video(
-            video.permute(0, 2, 3, 1).float().cpu().numpy(),
-            out / f"step-{step:06d}_t2v_{i}.mp4",
-            metadata={"prompt": prompt},
-        )
-    r_t = pipe.vae_scale_factor_temporal
-    head = 1 + (clip.shape[1] - 1) // (2 * r_t) * r_t  # about half of the clip, 1 + k*r frames
-    for name, condition in (("i2v", clip[:, :1]), ("extend", clip[:, :head])):
-        video = pipe(
-            caption, conditions=[FrameCondition(condition, 0)], generator=torch.Generator().manual_seed(0), **common
-        ).frames[0]
-        generated = video.permute(1, 0, 2, 3) * 2 - 1  # (3, T, H, W) in [-1, 1]
-        side_by_side = torch.cat([clip.to(generated), generated], dim=-1)
-        write_video(to_uint8_video(side_by_side), out / f"step-{step:06d}_{name}.mp4", metadata={"prompt": caption})
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -261,15 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info(f"DiTVideoTransformer3D: {sum(p.numel() for p in transformer.parameters()) / 1e6:.2f} M parameters")
 
     # 2. Data: clips rendered/decoded and encoded each step, or latents cached once
-    dataset, bucket_ids = build_dataset(args, group_size=args.train_batch_size, random_start=not args.cache_latents)
-    if args.cache_latents:
-        data_info = {
-            k: getattr(args, k) for k in ("data_dir", "num_train_samples", "seed", "resolution", "num_frames")
-        }
-        data_info.update(aspect_ratios=args.aspect_ratios, vae=str(Path(args.vae).resolve()))
-        dataset = build_latent_cache(
-            args.cache_latents, dataset, bucket_ids, vae, trainer.accelerator, data_info, args
-        )
+    dataset, bucket_ids = build_training_data(args, trainer, vae, str(Path(args.vae).resolve()))
 
     # 3. Optimizer, accelerate, EMA, resume; the pipeline that encodes prompts and samples for validation
     model = trainer.prepare(transformer, dataset, bucket_ids)
@@ -279,40 +175,12 @@ def main(argv: list[str] | None = None) -> dict:
         default_width=args.validation_width, default_num_frames=args.validation_num_frames,
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
-    per_frame = transformer.config.per_frame_timesteps
-
-    def encode_prompts(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        kwargs = dict(do_classifier_free_guidance=False, max_sequence_length=args.max_sequence_length, device=device)
-        return pipe.encode_prompt(captions, **kwargs)[:2]
-
-    if args.cache_prompt_embeds:
-        info = {"text_encoder": str(text_encoder_path(args)), "max_sequence_length": args.max_sequence_length}
-        folder = Path(args.cache_latents) / "prompt_embeds" if args.cache_latents else None
-        prompt_cache = PromptEmbeddingCache(encode_prompts, folder, {**info, "dtype": str(dtype)})
+    encode_prompts = prompt_encoder(pipe, args, device, text_encoder_path(args), dtype)
 
     # 4. One micro-batch: condition, noise, predict the velocity on the generated frames
-    def step_fn(batch: dict, step: int) -> dict[str, torch.Tensor]:
-        rng = trainer.micro_batch_rng()
-        generator = step_generator(rng, device)
-        with torch.no_grad():
-            x0, masks = conditioned_latents(batch, vae, rng, args.condition_probs)  # (B, C, T', H', W'), (B, T')
-            captions = captions_with_dropout(batch["caption"], rng, args.caption_dropout)
-            if args.cache_prompt_embeds:
-                text, text_mask = prompt_cache(captions, device)
-            else:
-                text, text_mask = encode_prompts(captions)
-        sigmas = sample_sigmas(
-            x0.shape[0], weighting_scheme=args.weighting_scheme, logit_mean=args.logit_mean, logit_std=args.logit_std,
-            mode_scale=args.mode_scale, shift=args.shift, generator=generator, device=device,
-        )  # fmt: skip
-        frame_sigmas = prepare_frame_conditioning_sigmas(sigmas, masks)  # (B, T'): 0 on conditioning frames
-        noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
-        noisy = add_noise(x0, noise, frame_sigmas)
-        timestep = sigmas_to_timesteps(frame_sigmas if per_frame else sigmas)
-        pred = model(noisy, timestep, text, text_mask, return_dict=False)[0]
-        weights = loss_weighting(frame_sigmas, args.loss_weighting)
-        loss = flow_matching_loss(pred, flow_target(x0, noise), weights, mask=~masks)
-        return {"loss": loss, "conditioned_frames": masks.float().mean()}
+    step_fn = frame_conditioning_step(
+        trainer, model, vae, encode_prompts, args, per_frame_timesteps=transformer.config.per_frame_timesteps
+    )
 
     clip, caption = validation_clip(args) if trainer.is_main_process else (None, None)
 

@@ -13,6 +13,7 @@
     ema                   an exponential moving average of the weights, saved as a model folder
     logging               metrics.jsonl, loss.png and validation videos
     hub                   the Hugging Face Hub: repo, model card, upload
+    text_to_video         the text-to-video step (random clean conditioning frames), its flags, data and validation
 
 A script supplies a model, a `step_fn(batch, step)` returning its loss, and a `validate_fn(step)`:
 
@@ -56,6 +57,7 @@ _LAZY = {
         "read_state",
         "save_checkpoint",
         "temp_folders",
+        "trainable_state_dict",
         "verify_checkpoint",
         "write_state",
     ],
@@ -91,6 +93,15 @@ _LAZY = {
         "save_optimizer_state",
         "save_state_dict",
         "set_random_states",
+    ],
+    "text_to_video": [
+        "add_flow_matching_arguments",
+        "add_validation_arguments",
+        "build_training_data",
+        "frame_conditioning_step",
+        "generate_validation",
+        "prompt_encoder",
+        "validation_clip",
     ],
     "trainer": ["Trainer", "create_optimizer", "setup_accelerator", "step_generator", "weight_dtype"],
 }

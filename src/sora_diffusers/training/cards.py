@@ -31,6 +31,7 @@ MODEL_CLASSES = {
     "SoraPipeline": "sora_diffusers text-to-video model",
     "DiTVideoTransformer3D": "sora_diffusers video transformer",
     "SpacetimeVAE": "sora_diffusers spacetime VAE",
+    "LoRA": "sora_diffusers LoRA",  # pytorch_lora_weights.safetensors for a SoraPipeline (`base_model`)
 }
 DEFAULT_EXAMPLE_PROMPT = "a red circle moves to the right on a black background"  # a shapes-world caption
 DEFAULT_MODEL_PATH = "path/to/this/model"  # in the snippet, when the card does not know its repo id
@@ -59,6 +60,17 @@ import torch
 from sora_diffusers import SoraPipeline
 
 pipe = SoraPipeline.from_pretrained("{{ model_path }}")
+video = pipe("{{ example_prompt }}", generator=torch.manual_seed(0)).frames[0]
+{%- elif model_class == "LoRA" %}
+import torch
+from sora_diffusers import SoraPipeline
+{% if base_model %}
+pipe = SoraPipeline.from_pretrained("{{ base_model }}")
+{%- else %}
+pipe = SoraPipeline.from_default_model()  # or the pipeline folder the LoRA was trained on
+{%- endif %}
+pipe.load_lora_weights("{{ model_path }}", adapter_name="lora")
+pipe.set_adapters(["lora"], adapter_weights=[1.0])  # its scale: 0 is the base model
 video = pipe("{{ example_prompt }}", generator=torch.manual_seed(0)).frames[0]
 {%- else %}
 from sora_diffusers import {{ model_class }}

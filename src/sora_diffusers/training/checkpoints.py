@@ -269,15 +269,18 @@ def write_state(
     lr_scheduler,
     ema=None,
     training_state: dict | None = None,
+    trainable_only: bool = False,
 ) -> None:
     """Write a run's state into `folder` (see the module docstring); call on every process.
 
-    The main process writes the model (unwrapped), optimizer, schedule, scaler, EMA and `training_state` (a JSON-able
-    dict: step, metrics, ...); every process writes its own random states.
+    The main process writes the model (unwrapped; with `trainable_only` only its parameters that require grad, e.g.
+    a LoRA's adapter weights and not the frozen base), optimizer, schedule, scaler, EMA and `training_state` (a
+    JSON-able dict: step, metrics, ...); every process writes its own random states.
     """
     folder = Path(folder)
     if accelerator.is_main_process:
-        weights = accelerator.unwrap_model(model).state_dict()
+        unwrapped = accelerator.unwrap_model(model)
+        weights = trainable_state_dict(unwrapped) if trainable_only else unwrapped.state_dict()
         save_file({k: v.detach().contiguous() for k, v in weights.items()}, folder / MODEL_FILE, {"format": "pt"})
         save_state_dict(optimizer.state_dict(), folder, "optimizer")
         save_state_dict(lr_scheduler.state_dict(), folder, "scheduler")
@@ -372,11 +375,43 @@ def read_legacy_state(folder: str | os.PathLike, accelerator: Accelerator, ema_m
     return loaded
 
 
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """`model`'s parameters that require grad, by name: what a run that trains part of a model (a LoRA) saves."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
 def apply_state(
-    loaded: dict, accelerator: Accelerator, model: torch.nn.Module, optimizer, lr_scheduler, ema=None
+    loaded: dict,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer,
+    lr_scheduler,
+    ema=None,
+    trainable_only: bool = False,
 ) -> dict:
-    """Put what `read_state` (or `read_legacy_state`) read into the run; returns its `training_state` dict."""
-    accelerator.unwrap_model(model).load_state_dict(loaded["model"])
+    """Put what `read_state` (or `read_legacy_state`) read into the run; returns its `training_state` dict. With
+    `trainable_only` the checkpoint holds exactly the model's trainable parameters (`write_state(trainable_only=True)`).
+
+    Raises:
+        ValueError: with `trainable_only`, the checkpoint's weights are not the model's trainable parameters.
+    """
+    unwrapped = accelerator.unwrap_model(model)
+    if trainable_only:
+        trainable = trainable_state_dict(unwrapped)
+        saved = loaded["model"]
+        missing, extra = sorted(set(trainable) - set(saved)), sorted(set(saved) - set(trainable))
+        resized = sorted(n for n in set(saved) & set(trainable) if saved[n].shape != trainable[n].shape)
+        if missing or extra or resized:
+            raise ValueError(
+                f"the checkpoint's {MODEL_FILE} does not hold this run's trainable parameters: missing {missing[:3]}, "
+                f"unexpected {extra[:3]}, other shapes {resized[:3]} (was it written with other --rank or "
+                "--target_modules?)"
+            )
+        with torch.no_grad():
+            for name, param in trainable.items():
+                param.copy_(loaded["model"][name])
+    else:
+        unwrapped.load_state_dict(loaded["model"])
     optimizer.load_state_dict(loaded["optimizer"])
     lr_scheduler.load_state_dict(loaded["scheduler"])
     if accelerator.scaler is not None:

@@ -24,6 +24,7 @@ from .buckets import Bucket, BucketBatchSampler, make_buckets, nearest_bucket
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # one-frame clips, for buckets of 1 frame
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 
 
@@ -66,7 +67,8 @@ def _read_metadata(root: Path) -> list[dict]:
             rows = list(csv.DictReader(f))
     else:
         rows = []
-        for path in sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES):
+        suffixes = VIDEO_SUFFIXES + IMAGE_SUFFIXES
+        for path in sorted(p for p in root.iterdir() if p.suffix.lower() in suffixes):
             caption = path.with_suffix(".txt")
             text = caption.read_text(encoding="utf-8").strip() if caption.is_file() else ""
             rows.append({"file_name": path.name, "text": text})
@@ -74,7 +76,8 @@ def _read_metadata(root: Path) -> list[dict]:
     if missing:
         raise ValueError(f"{root}: metadata rows need a `file_name` column; first bad row: {missing[0]}")
     if not rows:
-        raise ValueError(f"{root} holds no videos ({', '.join(VIDEO_SUFFIXES)}) and no {' / '.join(METADATA_FILES)}")
+        suffixes = ", ".join(VIDEO_SUFFIXES + IMAGE_SUFFIXES)
+        raise ValueError(f"{root} holds no videos or images ({suffixes}) and no {' / '.join(METADATA_FILES)}")
     return rows
 
 
@@ -84,7 +87,7 @@ def _probe(path: Path, row: dict) -> tuple[int, int, int]:
     for source in (row, row.get("spec") or {}):
         if all(k in source for k in ("width", "height", "num_frames")):
             return int(source["width"]), int(source["height"]), int(source["num_frames"])
-    if path.suffix.lower() == ".gif":
+    if path.suffix.lower() in IMAGE_SUFFIXES + (".gif",):
         from PIL import Image
 
         with Image.open(path) as image:
@@ -100,8 +103,16 @@ def _probe(path: Path, row: dict) -> tuple[int, int, int]:
 
 
 def read_frames(path: Path, start: int, count: int) -> np.ndarray:
-    """Frames start .. start + count - 1 as (count, H, W, 3) uint8; a clip that ends early repeats its last frame."""
+    """Frames start .. start + count - 1 as (count, H, W, 3) uint8; a clip that ends early repeats its last frame (an
+    image is a clip of one frame)."""
     import imageio.v2 as imageio
+
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            frame = np.asarray(image.convert("RGB"))
+        return np.stack([frame] * count)
 
     frames = []
     with imageio.get_reader(str(path)) as reader:
@@ -117,9 +128,13 @@ def read_frames(path: Path, start: int, count: int) -> np.ndarray:
 
 
 class VideoFolderDataset(Dataset):
-    """Captioned videos from a folder: mp4/gif/... with same-name .txt captions, or a metadata.jsonl / metadata.csv with
-    `file_name` and `text` columns. Each clip goes to its nearest bucket (`nearest_bucket`); it is cut to the bucket's
-    length at a random start (`random_start`) and resized/center-cropped to its frame size.
+    """Captioned videos and images from a folder: mp4/gif/png/... with same-name .txt captions, or a metadata.jsonl /
+    metadata.csv with `file_name` and `text` columns. Each clip goes to its nearest bucket (`nearest_bucket`; an image
+    is a clip of one frame, for buckets of 1 frame); it is cut to the bucket's length at a random start
+    (`random_start`) and resized/center-cropped to its frame size.
+
+    Entries are skipped, with a warning that names their files, when they have no caption, point outside the folder
+    (`../x.mp4`, `/abs/x.gif`), name no file, or are shorter than every bucket.
 
     Items: `{"video": (3, T, H, W) float in [-1, 1], "caption": str}`. `bucket_ids` gives each item's bucket.
     """
@@ -129,9 +144,19 @@ class VideoFolderDataset(Dataset):
         self.buckets = list(buckets)
         self.random_start = random_start
         self.files, self.captions, self.lengths, bucket_ids = [], [], [], []
-        skipped = []
+        skipped, rejected = [], {"no caption": [], "outside the folder": [], "no such file": []}
+        root = self.root.resolve()
         for row in _read_metadata(self.root):
             path = self.root / row["file_name"]
+            if not path.resolve().is_relative_to(root):
+                rejected["outside the folder"].append(row["file_name"])
+                continue
+            if not path.is_file():
+                rejected["no such file"].append(row["file_name"])
+                continue
+            if not str(row.get("text") or "").strip():
+                rejected["no caption"].append(row["file_name"])
+                continue
             width, height, num_frames = _probe(path, row)
             bucket = nearest_bucket(width, height, num_frames, self.buckets)
             if bucket is None:
@@ -141,6 +166,9 @@ class VideoFolderDataset(Dataset):
             self.captions.append(str(row.get("text") or ""))
             self.lengths.append(num_frames)
             bucket_ids.append(bucket)
+        for reason, names in rejected.items():
+            if names:
+                logger.warning(f"{self.root}: {len(names)} entries skipped, {reason}: {', '.join(map(str, names))}")
         if skipped:
             logger.warning(f"{len(skipped)} clips are shorter than every bucket and are skipped, e.g. {skipped[:3]}")
         if not self.files:

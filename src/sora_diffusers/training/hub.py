@@ -69,7 +69,7 @@ def save_model_card(
     from .cards import create_model_card
 
     output_dir = Path(args.output_dir)
-    pretrained = [getattr(args, k, None) for k in ("pretrained_vae", "pretrained_transformer")]
+    pretrained = [getattr(args, k, None) for k in ("pretrained_model", "pretrained_vae", "pretrained_transformer")]
     base_model = next((p for p in pretrained if p and not os.path.exists(p)), None)  # a Hub id, not a local folder
     flags = {k: v for k, v in sorted(vars(args).items()) if k not in ("output_dir", "push_to_hub", "hub_model_id")}
     data_dir = getattr(args, "data_dir", None)

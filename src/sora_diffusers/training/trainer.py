@@ -126,6 +126,7 @@ class Trainer:
         self.repo_id = create_hub_repo(args)
         self.metrics = MetricsLog(Path(args.output_dir) / "metrics.jsonl")
         self.ema = None
+        self.trainable_only = False
         self.first_step = self.global_step = 0
         self._micro_batches = 0
 
@@ -138,11 +139,20 @@ class Trainer:
         return self.accelerator.is_main_process
 
     def prepare(
-        self, model: torch.nn.Module, dataset, bucket_ids: np.ndarray, ema_model: torch.nn.Module | None = None
+        self,
+        model: torch.nn.Module,
+        dataset,
+        bucket_ids: np.ndarray,
+        ema_model: torch.nn.Module | None = None,
+        trainable_only: bool = False,
     ) -> torch.nn.Module:
         """Bucketed batches of `dataset`, optimizer and schedule for `model`, accelerate, the EMA of `ema_model` (the
-        module saved at the end; default `model`), then `--resume_from_checkpoint`. Returns the prepared model."""
+        module saved at the end; default `model`), then `--resume_from_checkpoint`. Returns the prepared model.
+
+        With `trainable_only`, checkpoints hold only `model`'s parameters that require grad (a LoRA's adapter weights,
+        not the frozen base it is added to)."""
         args = self.args
+        self.trainable_only = trainable_only
         self.batch_sampler = BucketBatchSampler(bucket_ids, args.train_batch_size, seed=args.seed)
         dataloader = build_dataloader(dataset, self.batch_sampler, args.dataloader_num_workers)
         optimizer, lr_scheduler = create_optimizer(model, args, self.accelerator)
@@ -193,6 +203,7 @@ class Trainer:
                 self.lr_scheduler,
                 self.ema,
                 self._training_state(step),
+                trainable_only=self.trainable_only,
             )
             return
         accelerator.save_state(str(folder / ACCELERATE_STATE))
@@ -238,7 +249,15 @@ class Trainer:
                 self.ema.load_state_dict(loaded["ema"].state_dict())
                 self.ema.to(accelerator.device)
         else:
-            training_state = apply_state(loaded, accelerator, self.model, self.optimizer, self.lr_scheduler, self.ema)
+            training_state = apply_state(
+                loaded,
+                accelerator,
+                self.model,
+                self.optimizer,
+                self.lr_scheduler,
+                self.ema,
+                trainable_only=self.trainable_only,
+            )
         self.metrics.load_state_dict({"records": training_state["metrics"]})
 
     def micro_batch_rng(self) -> np.random.Generator:
