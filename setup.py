@@ -21,7 +21,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8"],
+    # a signed C2PA manifest in every generated file, and `sora-diffusers verify`
+    "provenance": ["c2pa-python>=0.38", "cryptography>=42"],
+    "test": ["pytest>=8", "c2pa-python>=0.38", "cryptography>=42"],
     "train": ["matplotlib>=3.7"],
     "xformers": ["xformers>=0.0.28"],
 }
