@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     provenance = generate.add_argument_group(
         "provenance (a signed C2PA manifest in every file; needs `pip install sora_diffusers[provenance]`)"
     )
-    provenance.add_argument("--c2pa-cert", metavar="PEM", help="certificate chain to sign with (default: a development one)")
+    provenance.add_argument(
+        "--c2pa-cert", metavar="PEM", help="certificate chain to sign with (default: a development one)"
+    )
     provenance.add_argument("--c2pa-key", metavar="PEM", help="the private key of --c2pa-cert")
     provenance.add_argument("--no-c2pa", action="store_true", help="write no C2PA manifest (container metadata only)")
 

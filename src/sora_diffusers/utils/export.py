@@ -149,7 +149,9 @@ def export_to_image(
 def _check_signing_arguments(c2pa: bool, cert: Any, key: Any) -> None:
     """Before any frame is encoded: a certificate without its key (or the reverse), or one with `c2pa=False`."""
     if (cert is None) != (key is None):
-        raise ValueError(f"Pass both `c2pa_cert` and `c2pa_key`, or neither; got c2pa_cert={cert!r}, c2pa_key={key!r}.")
+        raise ValueError(
+            f"Pass both `c2pa_cert` and `c2pa_key`, or neither; got c2pa_cert={cert!r}, c2pa_key={key!r}."
+        )
     if cert is not None and not c2pa:
         raise ValueError("`c2pa_cert` and `c2pa_key` sign a C2PA manifest, but `c2pa=False` writes none.")
     for name, file in (("c2pa_cert", cert), ("c2pa_key", key)):
