@@ -159,19 +159,24 @@ def test_development_certificate_is_cached_and_private(tmp_path, monkeypatch):
     assert [p.name for p in stored.parent.iterdir()] == ["development.json"]  # no temporary left
 
 
-def test_public_metadata_drops_local_paths():
+def test_public_metadata_drops_local_paths_and_keeps_prompts(tmp_path):
+    prompt = "/imagine a circle \\ a square\nat ~ dusk"
     metadata = {
         "model": "/data/models/run-3",
         "hub": "owner/name",
-        "inputs": ["/home/me/first.png", "clip.mp4"],
-        "lora": ["/home/me/loras/style.safetensors:0.8", "owner/lora:1.0"],
+        "inputs": ["/home/me/first.png", "clip.mp4", "C:\\clips\\b.mp4"],
+        "lora": ["/home/me/loras/style.safetensors:0.8", "owner/lora:1.0", "~/loras/x.safetensors"],
+        "output_dir": str(tmp_path),  # any key: an existing local path
+        "prompt": prompt,
         "seed": 1,
     }
     assert public_metadata(metadata) == {
         "model": "run-3",
         "hub": "owner/name",
-        "inputs": ["first.png", "clip.mp4"],
-        "lora": ["style.safetensors:0.8", "owner/lora:1.0"],
+        "inputs": ["first.png", "clip.mp4", "b.mp4"],
+        "lora": ["style.safetensors:0.8", "owner/lora:1.0", "x.safetensors"],
+        "output_dir": tmp_path.name,
+        "prompt": prompt,
         "seed": 1,
     }
 

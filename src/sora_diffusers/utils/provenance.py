@@ -56,31 +56,44 @@ def prompt_sha256(prompt: str) -> str:
 
 
 def public_name(value: str) -> str:
-    """A local path as its last component (`/home/me/models/tiny` -> `tiny`); anything else (a Hub repo id, a
-    relative name) unchanged. Metadata must not reveal the layout of the machine that made the file."""
+    """A local path as its last component (`/home/me/models/tiny` -> `tiny`, `~/loras/a.safetensors` ->
+    `a.safetensors`, `C:\\models\\tiny` -> `tiny`); anything else (a Hub repo id, a bare name) unchanged. Metadata
+    must not reveal the layout of the machine that made the file."""
     text = str(value)
-    if os.path.isabs(text) or text.startswith(("~", ".")) or "\\" in text:
+    if _looks_like_a_path(text):
         return Path(text.replace("\\", "/")).name or text
     return text
 
 
-def public_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """`metadata` with every absolute or home-relative path (also inside lists, and a `PATH:SCALE` LoRA entry)
-    reduced to its name."""
+def _looks_like_a_path(text: str) -> bool:
+    windows_drive = len(text) > 2 and text[0].isalpha() and text[1] == ":" and text[2] in "\\/"
+    return "\n" not in text and (os.path.isabs(text) or text.startswith(("~", "./", "../")) or windows_drive)
 
-    def clean(value: Any) -> Any:
+
+# Metadata keys whose values are paths (or lists of them): reduced to names whatever their form. Any other text is
+# reduced only when it is the path of an existing file or folder, so that a prompt is never rewritten.
+PATH_KEYS = ("model", "inputs", "lora", "image", "video", "video_end")
+
+
+def public_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """`metadata` with local paths reduced to their names: the values of `PATH_KEYS` (also inside lists, and a LoRA
+    given as `PATH:SCALE`), and any other text that is the path of an existing file or folder."""
+
+    def clean(value: Any, is_path: bool) -> Any:
         if isinstance(value, str):
             path, colon, scale = value.rpartition(":")
-            if colon and path and _is_number(scale) and public_name(path) != path:
+            if is_path and colon and path and _is_number(scale) and _looks_like_a_path(path):
                 return f"{public_name(path)}:{scale}"  # a LoRA as PATH:SCALE
-            return public_name(value)
+            if is_path or (_looks_like_a_path(value) and os.path.exists(os.path.expanduser(value))):
+                return public_name(value)
+            return value
         if isinstance(value, (list, tuple)):
-            return [clean(item) for item in value]
+            return [clean(item, is_path) for item in value]
         if isinstance(value, dict):
-            return {key: clean(item) for key, item in value.items()}
+            return {key: clean(item, is_path or key in PATH_KEYS) for key, item in value.items()}
         return value
 
-    return {key: clean(value) for key, value in (metadata or {}).items()}
+    return {key: clean(value, key in PATH_KEYS) for key, value in (metadata or {}).items()}
 
 
 def _is_number(text: str) -> bool:
