@@ -136,7 +136,12 @@ def test_bad_signing_arguments_fail_before_writing(tmp_path, user_credentials):
     (tmp_path / "not_a_key.pem").write_text("hello")
     with pytest.raises(ValueError, match="not a PEM private key"):
         export_to_video(_video(), tmp_path / "a.mp4", c2pa_cert=cert, c2pa_key=tmp_path / "not_a_key.pem")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_key.pem"]  # nothing written, no temporary left
+    _, other_key = provenance._generate_development_credentials()
+    (tmp_path / "other_key.pem").write_bytes(other_key)  # a valid key, but not the certificate's
+    with pytest.raises(ValueError, match="Cannot sign with .*does not match"):
+        export_to_image(_video()[0], tmp_path / "a.png", c2pa_cert=cert, c2pa_key=tmp_path / "other_key.pem")
+    # nothing written, no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_key.pem", "other_key.pem"]
 
 
 def test_without_c2pa_python_the_file_keeps_its_container_metadata(tmp_path, monkeypatch):
