@@ -55,7 +55,8 @@ def _c2pa_development_certificate(tmp_path_factory):
     """Files written by tests are signed with a development certificate made once in a temporary cache, not the
     user's `~/.cache/sora_diffusers/c2pa/`."""
     patch = pytest.MonkeyPatch()
-    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    # its own variable: XDG_CACHE_HOME would also move the Hugging Face cache of the command lines tests start
+    patch.setenv("SORA_DIFFUSERS_C2PA_DIR", str(tmp_path_factory.mktemp("c2pa")))
     yield
     patch.undo()
 

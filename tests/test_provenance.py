@@ -154,6 +154,7 @@ def test_without_c2pa_python_the_file_keeps_its_container_metadata(tmp_path, mon
 
 
 def test_development_certificate_is_cached_and_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("SORA_DIFFUSERS_C2PA_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = provenance.development_credentials()
     second = provenance.development_credentials()

@@ -318,13 +318,17 @@ def verify(path: str | os.PathLike) -> VerificationResult:
 
 
 def _credentials_dir() -> Path:
+    """`$SORA_DIFFUSERS_C2PA_DIR`, else `sora_diffusers/c2pa` in `$XDG_CACHE_HOME` or `~/.cache`."""
+    if os.environ.get("SORA_DIFFUSERS_C2PA_DIR"):
+        return Path(os.environ["SORA_DIFFUSERS_C2PA_DIR"])
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "sora_diffusers" / "c2pa"
 
 
 def development_credentials() -> tuple[bytes, bytes]:
     """A development signer: (PEM chain leaf + CA, PEM private key), generated once and cached under
-    `~/.cache/sora_diffusers/c2pa/development.json` (or `$XDG_CACHE_HOME`), regenerated when its leaf expires.
+    `~/.cache/sora_diffusers/c2pa/development.json` (`$XDG_CACHE_HOME` is respected, `$SORA_DIFFUSERS_C2PA_DIR`
+    replaces the folder), regenerated when its leaf expires.
 
     Chain and key are one file written atomically, so concurrent first uses never pair one's key with another's
     certificate.
