@@ -23,8 +23,10 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # the web demo (`sora-diffusers serve`, examples/app.py); 5.9 added `gr.Error(print_exception=...)`
     "demo": ["gradio>=5.9"],
+    # a signed C2PA manifest in every generated file, and `sora-diffusers verify`
+    "provenance": ["c2pa-python>=0.38", "cryptography>=42"],
     # tests/test_app.py drives the demo in Debian's `chromium` through playwright (no browser download)
-    "test": ["pytest>=8", "gradio>=5.9", "playwright>=1.40"],
+    "test": ["pytest>=8", "gradio>=5.9", "playwright>=1.40", "c2pa-python>=0.38", "cryptography>=42"],
     "train": ["matplotlib>=3.7"],
     "xformers": ["xformers>=0.0.28"],
 }

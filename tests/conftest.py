@@ -50,6 +50,17 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _c2pa_development_certificate(tmp_path_factory):
+    """Files written by tests are signed with a development certificate made once in a temporary cache, not the
+    user's `~/.cache/sora_diffusers/c2pa/`."""
+    patch = pytest.MonkeyPatch()
+    # its own variable: XDG_CACHE_HOME would also move the Hugging Face cache of the command lines tests start
+    patch.setenv("SORA_DIFFUSERS_C2PA_DIR", str(tmp_path_factory.mktemp("c2pa")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -1,9 +1,11 @@
 """`sora-diffusers` end to end on a tiny random pipeline saved to disk (32x48 pixels, 5 frames, 2 steps)."""
 
+import hashlib
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -80,8 +82,41 @@ def test_text_to_video_writes_an_mp4_and_prints_its_path(model_dir, tmp_path, ca
     assert load_video_frames(output).shape == (T, H, W, 3)
     provenance = load_metadata(output)
     assert provenance["prompt"] == "a red circle" and provenance["seed"] == 0
-    assert provenance["model"] == model_dir and provenance["pipeline"] == "SoraPipeline"
+    # the model folder by its name: metadata never carries a local path
+    assert provenance["model"] == Path(model_dir).name and provenance["pipeline"] == "SoraPipeline"
     assert provenance["guidance_scale"] == 3 and provenance["negative_prompt"] == "blurry"
+
+
+def test_generated_files_are_signed_unless_opted_out(model_dir, inputs, tmp_path, capsys):
+    pytest.importorskip("c2pa")
+    from sora_diffusers.utils.provenance import prompt_sha256, verify
+
+    signed, unsigned = tmp_path / "signed.mp4", tmp_path / "unsigned.png"
+    assert _generate(model_dir, signed, "--image", inputs["image"]) == 0
+    assert "warning: Signed the C2PA manifest of signed.mp4 with a development certificate" in capsys.readouterr().err
+    assert _generate(model_dir, unsigned, "--no-c2pa") == 0
+
+    result = verify(signed)
+    assert result.status == "valid" and result.actions[0]["action"] == "c2pa.created"
+    assert result.generation["model"] == Path(model_dir).name and result.generation["seed"] == 0
+    assert result.generation["prompt_sha256"] == prompt_sha256("a red circle") and "prompt" not in result.generation
+    digest = hashlib.sha256(Path(inputs["image"]).read_bytes()).hexdigest()[:16]
+    assert result.generation["inputs"] == load_metadata(signed)["inputs"] == [f"image.png (sha256:{digest})"]
+    assert verify(unsigned).status == "missing"
+
+
+def test_c2pa_options_are_checked_before_loading(model_dir, tmp_path, capsys):
+    key = tmp_path / "key.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----")
+    for options, message in [
+        (["--c2pa-key", str(key)], "--c2pa-cert and --c2pa-key go together"),
+        (["--c2pa-cert", str(key), "--c2pa-key", str(key), "--no-c2pa"], "--no-c2pa writes none"),
+        (["--c2pa-cert", str(tmp_path / "none.pem"), "--c2pa-key", str(key)], "--c2pa-cert: no such file"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            _generate(model_dir, tmp_path / "video.mp4", *options)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_same_seed_same_video_other_seed_other_video(model_dir, tmp_path):
@@ -309,7 +344,7 @@ def test_lora_option_on_the_default_model(default_model_lora, tmp_path):
     assert frames["base"].shape == (5, 64, 64, 3)
     assert np.abs(frames["lora"] - frames["base"]).mean() > 1.0  # mean change in 0..255 levels
     np.testing.assert_array_equal(frames["off"], frames["base"])
-    assert load_metadata(tmp_path / "off.mp4")["lora"] == [f"{default_model_lora}:0.0"]
+    assert load_metadata(tmp_path / "off.mp4")["lora"] == [f"{Path(default_model_lora).name}:0.0"]
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +372,7 @@ def test_several_loras_add_up(model_dir, tiny_model_lora, tmp_path):
     change = np.abs(frames["once"] - frames["base"]).max()
     assert change > 2  # 0..255 levels
     assert np.abs(frames["halves"] - frames["once"]).max() <= 1  # float rounding may move a level
-    assert load_metadata(tmp_path / "halves.png")["lora"] == [f"{tiny_model_lora}:0.5"] * 2
+    assert load_metadata(tmp_path / "halves.png")["lora"] == [f"{Path(tiny_model_lora).name}:0.5"] * 2
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@
     sora-diffusers generate "a red circle" --lora style.safetensors:0.8 -o styled.mp4
     sora-diffusers info --model PATH
     sora-diffusers serve --port 7860                                     # a web demo (needs gradio)
+    sora-diffusers verify circle.mp4                                   # its C2PA manifest: valid, tampered, missing
 
 Every argument is checked, and every input file read, before a model is loaded: mistakes print
 `sora-diffusers generate: error: ...` (argparse's form) and exit with status 2 at once, not after minutes of loading;
@@ -24,6 +25,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply a LoRA (file, folder or Hub repo id) at SCALE (default 1.0); repeat for several",
     )
 
+    provenance = generate.add_argument_group(
+        "provenance (a signed C2PA manifest in every file; needs `pip install sora_diffusers[provenance]`)"
+    )
+    provenance.add_argument(
+        "--c2pa-cert", metavar="PEM", help="certificate chain to sign with (default: a development one)"
+    )
+    provenance.add_argument("--c2pa-key", metavar="PEM", help="the private key of --c2pa-cert")
+    provenance.add_argument("--no-c2pa", action="store_true", help="write no C2PA manifest (container metadata only)")
+
     hardware = generate.add_argument_group("hardware")
     hardware.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     hardware.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until used (needs cuda)")
@@ -137,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=7860, help="port to listen on (default 7860)")
     _add_verbose_argument(serve)
     serve.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+
+    verify = commands.add_parser(
+        "verify",
+        help="check a file's C2PA manifest: exit 0 if valid, 1 if tampered or missing",
+        description="Validate the C2PA manifest of a video or image and print its claim generator, actions and "
+        "generation assertion. Exit status: 0 valid, 1 tampered (the file changed after signing) or missing.",
+    )
+    verify.set_defaults(run=_verify, parser=verify)
+    verify.add_argument("file", help="an .mp4, .gif, .png or .jpg")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
@@ -161,6 +182,7 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import torch
 
     from .utils.export import IMAGE_SUFFIXES, export_to_image, export_to_video
+    from .utils.provenance import public_name
 
     # 1. Check everything that needs no model, and read the input files
     _check_generate_arguments(args, parser)
@@ -191,22 +213,36 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as error:  # the pipeline's input checks (e.g. a frame count this VAE cannot produce)
         parser.error(_with_option_names(str(error)))
 
-    # 4. Write the file atomically, with what made it
+    # 4. Write the file atomically, with what made it (local files by name and content hash, never their paths)
     metadata = {
         "software": f"{PROG} {__version__}",
-        "model": model,
+        "model": Path(model).name if Path(model).is_dir() else public_name(model),  # a folder by its name
         "pipeline": pipeline_class.__name__,
         "seed": seed,
-        "inputs": [path for _, path in _input_files(args)],
-        **({"lora": [f"{path}:{scale}" for path, scale in args.lora]} if args.lora else {}),
+        "inputs": [_file_identity(path) for _, path in _input_files(args)],
+        **({"lora": [f"{public_name(path)}:{scale}" for path, scale in args.lora]} if args.lora else {}),
         **{name: value for name, value in call_kwargs.items() if isinstance(value, (str, int, float))},
     }
-    if Path(args.output).suffix.lower() in IMAGE_SUFFIXES:
-        path = export_to_image(frames[0], args.output, metadata=metadata)
-    else:
-        path = export_to_video(frames, args.output, fps=args.fps, metadata=metadata)
+    signing = {"c2pa": not args.no_c2pa, "c2pa_cert": args.c2pa_cert, "c2pa_key": args.c2pa_key}
+    with warnings.catch_warnings(record=True) as caught:  # C2PA's warnings in the command line's own form
+        warnings.simplefilter("always")
+        if Path(args.output).suffix.lower() in IMAGE_SUFFIXES:
+            path = export_to_image(frames[0], args.output, metadata=metadata, **signing)
+        else:
+            path = export_to_video(frames, args.output, fps=args.fps, metadata=metadata, **signing)
+    for warning in caught:
+        print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
     print(path)
     return 0
+
+
+def _file_identity(path: str) -> str:
+    """An input file as `name (sha256:<first 16 hex digits>)`: identifies it without revealing where it lives."""
+    import hashlib
+
+    with open(path, "rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    return f"{Path(path).name} (sha256:{digest[:16]})"
 
 
 def _call_arguments(args: argparse.Namespace) -> dict:
@@ -247,6 +283,13 @@ def _check_generate_arguments(args: argparse.Namespace, parser: argparse.Argumen
         parser.error(f"--video needs --mode ({', '.join(VIDEO_MODES)})")
     if args.strength is not None and args.mode != "edit":
         parser.error("--strength is only used with --mode edit")
+    if (args.c2pa_cert is None) != (args.c2pa_key is None):
+        parser.error("--c2pa-cert and --c2pa-key go together: give both, or neither for a development certificate")
+    if args.c2pa_cert is not None and args.no_c2pa:
+        parser.error("--c2pa-cert signs a C2PA manifest, but --no-c2pa writes none")
+    for option, path in (("--c2pa-cert", args.c2pa_cert), ("--c2pa-key", args.c2pa_key)):
+        if path is not None and not Path(path).is_file():
+            parser.error(f"{option}: no such file: {path}")
     if suffix in IMAGE_SUFFIXES:
         if args.image or args.video or args.connect:
             parser.error("-o/--output: --image, --video and --connect make videos; write .mp4 or .gif")
@@ -398,6 +441,24 @@ def _check_address(host: str, port: int, parser: argparse.ArgumentParser) -> Non
     except OSError as error:
         reason = error.strerror or str(error)
         parser.error(f"--host/--port: cannot listen on {host}:{port}: {reason}")
+
+
+# ---- verify ---------------------------------------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import json
+
+    from .utils.provenance import verify
+
+    if not Path(args.file).is_file():
+        parser.error(f"no such file: {args.file}")
+    try:
+        result = verify(args.file)
+    except ImportError as error:
+        parser.error(str(error))
+    print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else result.to_text())
+    return 0 if result.is_valid else 1
 
 
 # ---- shared ---------------------------------------------------------------------------------------------------------

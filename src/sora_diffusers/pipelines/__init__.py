@@ -9,6 +9,7 @@ from .pipeline_sora_variants import (
     SoraVideoExtensionPipeline,
     SoraVideoToVideoPipeline,
 )
+from .safety import FramesFlaggedError, PromptRefusedError, SafetyCheckError
 
 
 def _register_with_diffusers() -> None:
@@ -29,6 +30,9 @@ _register_with_diffusers()
 
 __all__ = [
     "FrameCondition",
+    "FramesFlaggedError",
+    "PromptRefusedError",
+    "SafetyCheckError",
     "LatentCondition",
     "SoraImageToVideoPipeline",
     "SoraPipeline",

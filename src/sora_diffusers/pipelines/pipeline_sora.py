@@ -37,6 +37,7 @@ from .conditioning import (
 )
 from .inputs import _check_clip_batch, _num_prompts, _video_length, exact_size_processor, frames_to_tensor
 from .pipeline_output import SoraPipelineOutput
+from .safety import SafetyHooksMixin
 from .text_encoder_package import TEXT_COMPONENTS, keep_text_components_none, load_text_components
 
 
@@ -47,7 +48,7 @@ OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 DEFAULT_MAX_SEQUENCE_LENGTH = 512
 
 
-class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
+class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
     r"""
     Text-to-video generation with `DiTVideoTransformer3D` and `SpacetimeVAE`, conditioned on any images or clips.
 
@@ -617,6 +618,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             guidance_scale, num_inference_steps, num_videos_per_prompt, conditions, strength,
             callback_on_step_end_tensor_inputs, video, strict_size=strict_size,
         )  # fmt: skip
+        self._check_prompt_safety(prompt)  # `set_safety_hooks`: refuse before any model work
         canvas = self.generation_canvas(height, width, num_frames)
         self._log_canvas(canvas)
         if self.config.get("boundary_ratio") is None and guidance_scale_2 is not None:
@@ -726,6 +728,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             video = canvas.crop(self.decode_latents(latents))
             if not return_decoded_conditions:
                 video = keep_given_frames(video, [given for *_, given in prepared])
+            video = self._check_frame_safety(video)  # `set_safety_hooks`: flagged frames raise or turn black
             frames = self.video_processor.postprocess_video(video, output_type=output_type)
 
         self.maybe_free_model_hooks()

@@ -4,6 +4,7 @@ diffusers' `export_to_video` / `export_to_gif` are close, but we write our own f
 - atomic writes: a crash or an error never leaves a half-written file, and an existing file is replaced only on
   success (we write to a temporary file in the same directory, then `os.replace` it onto the target);
 - provenance metadata (prompt, seed, model) in the container: an mp4 `comment` tag, a gif comment, a png text chunk;
+  and a signed C2PA manifest (see `sora_diffusers.utils.provenance`; local paths appear by name only);
 - uint8 input (diffusers multiplies every array by 255) and tensors, and odd frame sizes (padded, not rescaled);
 - gif chosen by the file extension;
 - streaming: an iterator of frame chunks (e.g. from `SpacetimeVAE.decode_frames`) is written as it comes, so a long
@@ -29,6 +30,8 @@ import PIL.PngImagePlugin
 import torch
 from diffusers.utils import load_video
 
+from .provenance import public_metadata, sign_file
+
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 IMAGE_SUFFIXES = (".png",)
@@ -44,6 +47,9 @@ def export_to_video(
     fps: float = 16,
     quality: float = DEFAULT_MP4_QUALITY,
     metadata: dict[str, Any] | None = None,
+    c2pa: bool = True,
+    c2pa_cert: str | os.PathLike | None = None,
+    c2pa_key: str | os.PathLike | None = None,
 ) -> str:
     r"""
     Write a video as H.264 mp4 (yuv420p, which every player opens) or as a looping gif, chosen by `path`'s extension.
@@ -65,7 +71,12 @@ def export_to_video(
         fps (`float`, defaults to 16): frames per second.
         quality (`float`, defaults to 8): mp4 quality on imageio-ffmpeg's scale, 1 (smallest file) to 10 (best).
         metadata (`dict`, *optional*): provenance (prompt, seed, model, ...), stored as JSON in the mp4's `comment`
-            tag or the gif's comment.
+            tag or the gif's comment; absolute paths in it are stored by their last component only.
+        c2pa (`bool`, defaults to `True`): embed a signed C2PA manifest (see `sora_diffusers.utils.provenance`):
+            claim generator, a `c2pa.created` action of a trained algorithm, and the model, seed and prompt SHA-256
+            from `metadata`. Without `c2pa-python` installed the file is written with a warning, unsigned.
+        c2pa_cert (`str` or `os.PathLike`, *optional*), c2pa_key (`str` or `os.PathLike`, *optional*): a PEM
+            certificate chain and its PEM private key to sign with; neither: a development certificate (warns).
 
     Returns:
         `str`: `path`.
@@ -85,14 +96,26 @@ def export_to_video(
     first = next(chunks, None)  # converted before any file is created: bad input fails without touching `path`
     if first is None:
         raise ValueError("`frames` holds no frames: there is no video to write.")
+    _check_signing_arguments(c2pa, c2pa_cert, c2pa_key)
+    metadata = public_metadata(metadata)
     comment = json.dumps(metadata, ensure_ascii=False, sort_keys=True) if metadata else None
     with _atomic_path(path) as temporary:
         _VIDEO_WRITERS[suffix](chain([first], chunks), temporary, fps, quality, comment)
+        if c2pa:
+            sign_file(temporary, metadata, c2pa_cert, c2pa_key, title=path.name)
     return str(path)
 
 
-def export_to_image(image: Any, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> str:
-    """Write one frame as a png, atomically like `export_to_video`; `metadata` goes into a "Comment" text chunk.
+def export_to_image(
+    image: Any,
+    path: str | os.PathLike,
+    metadata: dict[str, Any] | None = None,
+    c2pa: bool = True,
+    c2pa_cert: str | os.PathLike | None = None,
+    c2pa_key: str | os.PathLike | None = None,
+) -> str:
+    """Write one frame as a png, atomically like `export_to_video`; `metadata` goes into a "Comment" text chunk, and
+    a signed C2PA manifest is embedded as `export_to_video` does (`c2pa`, `c2pa_cert`, `c2pa_key`).
 
     Args:
         image: a PIL image, `np.ndarray` (H, W, 3) or `torch.Tensor` (3, H, W) / (H, W, 3), floats in [0, 1] or uint8,
@@ -111,12 +134,29 @@ def export_to_image(image: Any, path: str | os.PathLike, metadata: dict[str, Any
     video = frames_to_uint8(image)
     if video.shape[0] != 1:
         raise ValueError(f"An image is one frame, got {video.shape[0]}; write a video (.mp4, .gif) instead.")
+    _check_signing_arguments(c2pa, c2pa_cert, c2pa_key)
+    metadata = public_metadata(metadata)
     info = PIL.PngImagePlugin.PngInfo()
     if metadata:
         info.add_itxt("Comment", json.dumps(metadata, ensure_ascii=False, sort_keys=True))
     with _atomic_path(path) as temporary:
         PIL.Image.fromarray(video[0]).save(temporary, format="PNG", pnginfo=info)
+        if c2pa:
+            sign_file(temporary, metadata, c2pa_cert, c2pa_key, title=path.name)
     return str(path)
+
+
+def _check_signing_arguments(c2pa: bool, cert: Any, key: Any) -> None:
+    """Before any frame is encoded: a certificate without its key (or the reverse), or one with `c2pa=False`."""
+    if (cert is None) != (key is None):
+        raise ValueError(
+            f"Pass both `c2pa_cert` and `c2pa_key`, or neither; got c2pa_cert={cert!r}, c2pa_key={key!r}."
+        )
+    if cert is not None and not c2pa:
+        raise ValueError("`c2pa_cert` and `c2pa_key` sign a C2PA manifest, but `c2pa=False` writes none.")
+    for name, file in (("c2pa_cert", cert), ("c2pa_key", key)):
+        if file is not None and not Path(file).is_file():
+            raise ValueError(f"`{name}`: no such file: {file}")
 
 
 def load_video_frames(path: str | os.PathLike) -> np.ndarray:
@@ -211,7 +251,8 @@ def _uint8_chunks(frames: Any) -> Iterator[np.ndarray]:
 def _write_mp4(chunks: Iterator[np.ndarray], path: Path, fps: float, quality: float, comment: str | None) -> None:
     import imageio.v2 as imageio
 
-    output_params = ["-metadata", f"comment={comment}"] if comment else []
+    # +faststart: the index (moov) before the media, in one non-fragmented file, which C2PA's BMFF hash covers
+    output_params = ["-movflags", "+faststart"] + (["-metadata", f"comment={comment}"] if comment else [])
     # macro_block_size=1: keep the exact size instead of letting imageio rescale to multiples of 16.
     writer = imageio.get_writer(
         path,
