@@ -8,7 +8,8 @@ to its `src/`, `examples/`, ...: what a block writes stays out of the repository
 
 Cost is lowered by the harness only, never by the library's defaults: `SORA_DIFFUSERS_STEPS=2` sets the default of
 `sora-diffusers generate --steps` (the CLI reads it), and a prologue prepended to the python blocks makes 2 the default
-`num_inference_steps` of `SoraPipeline.__call__` (and so of its task pipelines) when `SORA_DIFFUSERS_DOCS_STEPS` is set.
+`num_inference_steps` of `SoraPipeline.__call__` (and so of its task pipelines) when `SORA_DIFFUSERS_DOCS_STEPS` is
+set.
 
 A block that cannot run here is marked right above its fence: `<!-- docs-test: skip (REASON) -->` (installs packages,
 needs a GPU or the real Wan weights, ...), and a block that runs only smaller takes substitutions,
@@ -56,7 +57,8 @@ MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<directive>.*?)\s*-->\s*$")
 SKIP = re.compile(r"^skip\s+\((?P<reason>.*\S.*)\)$")
 REPLACE = re.compile(r'^replace\s+"(?P<old>(?:[^"\\]|\\.)+)"\s+"(?P<new>(?:[^"\\]|\\.)*)"(?:\s+\((?P<reason>.*)\))?$')
 FENCE = re.compile(r"^```(?P<info>[^`]*)$")
-# Files a block writes: `-o NAME` / `--output_dir NAME` in bash, a quoted *.mp4/*.png/*.gif outside examples/ in python.
+# Files a block writes: `-o NAME` / `--output_dir NAME` in bash, a quoted *.mp4/*.png/*.gif outside examples/ in
+# python.
 BASH_OUTPUT = re.compile(r"(?:^|\s)(?:-o|--output|--output_dir)\s+(?P<path>[^\s;&|]+)")
 PYTHON_OUTPUT = re.compile(r"""["'](?P<path>(?!examples/)[\w./-]+\.(?:mp4|png|gif))["']""")
 
@@ -165,7 +167,7 @@ if os.environ.get("SORA_DIFFUSERS_DOCS_STEPS"):
     SoraPipeline.__call__ = _lower_default_steps(SoraPipeline.__call__, int(os.environ["SORA_DIFFUSERS_DOCS_STEPS"]))
 '''
 
-PYTHON_RUNNER = '''
+PYTHON_RUNNER = """
 import sys, time
 {prologue_exec}
 namespace = {{"__name__": "__main__"}}
@@ -174,7 +176,7 @@ for name, code in BLOCKS:
     print(f"docs-test: running {{name}}", file=sys.stderr, flush=True)
     exec(compile(code, name.split(":")[0], "exec"), namespace)
     print(f"docs-test: {{name}} took {{time.perf_counter() - start:.1f}} s", file=sys.stderr, flush=True)
-'''
+"""
 
 
 # ---- the harness ----------------------------------------------------------------------------------------------------
@@ -263,7 +265,9 @@ def test_every_block_runs_or_is_skipped_with_a_reason():
     for doc in DOCS:
         blocks = [block for block in ALL_BLOCKS if block.doc == doc]
         for block in blocks:
-            how = f"skipped: {block.skip}" if block.skip else "runs" + (" with replacements" * bool(block.replacements))
+            how = (
+                f"skipped: {block.skip}" if block.skip else "runs" + (" with replacements" * bool(block.replacements))
+            )
             print(f"{block.name} ({block.language}): {how}")
             block.code  # noqa: B018 (raises for a stale replacement)
         counts[doc] = (sum(block.skip is None for block in blocks), sum(block.skip is not None for block in blocks))
@@ -323,7 +327,9 @@ def test_markers_parse_into_skips_and_replacements():
 
 
 def test_outputs_are_found_in_bash_and_python_blocks():
-    bash = Block("d", 1, "bash", 'sora-diffusers generate "x" -o t2v.mp4 --seed 0\npython t.py --output_dir runs/vae\n')
+    bash = Block(
+        "d", 1, "bash", 'sora-diffusers generate "x" -o t2v.mp4 --seed 0\npython t.py --output_dir runs/vae\n'
+    )
     python = Block("d", 1, "python", 'export_to_video(v, "long.mp4")\nload("examples/assets/clip.mp4")\n')
     assert bash.outputs() == ["runs/vae", "t2v.mp4"]
     assert python.outputs() == ["long.mp4"]
@@ -392,7 +398,9 @@ def test_make_assets_writes_the_shipped_inputs(tmp_path):
     for name in ("first.png", *VIDEO_ASSETS):  # the same pictures; mp4 bytes may differ with the ffmpeg build
         new, shipped = (read_video(directory / name).astype(np.int16) for directory in (tmp_path, ASSETS))
         assert np.abs(new - shipped).max() <= 2, name
-    new, shipped = (load_file(directory / "lora" / "pytorch_lora_weights.safetensors") for directory in (tmp_path, ASSETS))
+    new, shipped = (
+        load_file(directory / "lora" / "pytorch_lora_weights.safetensors") for directory in (tmp_path, ASSETS)
+    )
     assert new.keys() == shipped.keys() and len(new) == 24  # 6 blocks x (to_q, to_v) x (lora_A, lora_B)
     for key in new:
         assert new[key].equal(shipped[key]), key

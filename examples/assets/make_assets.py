@@ -2,14 +2,12 @@
 
     python examples/assets/make_assets.py
 
-| file | what |
-| --- | --- |
-| `first.png` | 256x256 image: a red circle on black, left of centre (the first frame of `clip.mp4`) |
-| `clip.mp4` | 17 frames, 256x256, 16 fps: the red circle moving to the right |
-| `a.mp4`, `b.mp4` | 9 frames each: the red circle on its way (frames 0-8), then the same path blue (frames 16-24), |
-| | so connecting them in 25 frames (the default for two 9-frame clips) leaves 7 frames to generate between them |
-| `lora/` | a rank-4 LoRA for the embedded model with random weights, in diffusers' format: it changes the video, it has |
-| | learned nothing (a stand-in for a LoRA you train) |
+- `first.png`: 256x256, a red circle on black, left of centre (the first frame of `clip.mp4`);
+- `clip.mp4`: 17 frames, 256x256, 16 fps: the red circle moving to the right;
+- `a.mp4`, `b.mp4`: 9 frames each: the red circle on its way (frames 0-8), then the same path in blue (frames 16-24),
+  so connecting them in 25 frames (the default for two 9-frame clips) leaves the 7 frames between them to generate;
+- `lora/`: a rank-4 LoRA for the embedded model with random weights, in diffusers' format: it changes the video and
+  has learned nothing (a stand-in for a LoRA you train).
 
 The clips are shapes-world scenes (`sora_diffusers.data.render_clip`) at the embedded model's own size and lengths (it
 was trained on 256x256 clips of 17 and 33 frames). Everything is deterministic: the same script writes the same
@@ -69,7 +67,8 @@ def make_lora(output_dir: Path) -> Path:
     config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=["attn1.to_q", "attn1.to_v"])
     transformer.add_adapter(config)
     generator = torch.Generator().manual_seed(LORA_SEED)
-    with torch.no_grad():  # seeded weights (peft draws lora_A from the global RNG and starts lora_B at zero: no effect)
+    # Seeded weights: peft draws lora_A from the global RNG and starts lora_B at zero (no effect on the video).
+    with torch.no_grad():
         for name, parameter in sorted(transformer.named_parameters()):
             if "lora_A" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) / parameter.shape[1] ** 0.5)
