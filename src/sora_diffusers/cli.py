@@ -83,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse sizes and frame counts the model cannot make directly (multiples of 32 and 1 + 4k frames for "
         "the embedded model) instead of generating the next valid ones and cropping",
     )
-    size.add_argument("--steps", type=_positive_int, help="denoising steps (default 50)")
+    size.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=os.environ.get("SORA_DIFFUSERS_STEPS") or None,  # a string default goes through `type`: checked
+        help="denoising steps (default: $SORA_DIFFUSERS_STEPS when set, else the pipeline's, 50)",
+    )
     size.add_argument(
         "--guidance-scale", type=_non_negative_float, help="classifier-free guidance (default 5; <= 1 off)"
     )
