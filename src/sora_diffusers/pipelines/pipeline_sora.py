@@ -153,8 +153,9 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         Loading imports no module a folder names: before diffusers' loader runs, `model_index.json` may name
         components only from diffusers, transformers and sora_diffusers, and text encoder packages only from
         `validation.TRUSTED_TEXT_ENCODER_PACKAGES` (`trust_remote_code=True` allows more). Weights load from
-        safetensors files only (`use_safetensors=True` unless passed): a component shipped only as a pickle
-        (`pytorch_model.bin`) is refused. A model whose config.json does not match its weights is named.
+        safetensors files only (`use_safetensors=True` unless passed; `use_safetensors=None` is diffusers' default,
+        which allows pickles): a component shipped only as a pickle (`pytorch_model.bin`) is refused. A model whose
+        config.json does not match its weights is named.
 
         Raises:
             ValueError: an invalid `model_index.json`, a module or package it may not name, pickled weights, or a

@@ -58,6 +58,8 @@ _LIMIT_NAMES = {
 
 
 def _range_text(minimum, maximum, kind: str) -> str:
+    if minimum is None:
+        return f"an {kind} <= {maximum}" if kind == "int" else f"<= {maximum:g}"
     if maximum is None:
         if minimum == 1 and kind == "int":
             return "a positive int"
@@ -77,8 +79,6 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}.")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        if minimum is None:
-            raise ValueError(f"`{name}` must be an int <= {maximum}, got {value}.")
         raise ValueError(f"`{name}` must be {_range_text(minimum, maximum, 'int')}, got {value}.")
     return int(value)
 
@@ -97,8 +97,6 @@ def check_number(name: str, value: Any, minimum: float | None = None, maximum: f
     if not math.isfinite(value):
         raise ValueError(f"`{name}` must be a finite number{allowed}, got {value}.")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        if minimum is None:
-            raise ValueError(f"`{name}` must be <= {maximum:g}, got {value}.")
         raise ValueError(f"`{name}` must be{allowed}, got {value}.")
     return value
 
@@ -309,7 +307,9 @@ def check_model_index(
         index: the parsed model_index.json.
         source: where it was read, for the messages.
         component_names: the pipeline's components (`__init__` arguments loaded from subfolders).
-        passed: the components and arguments the caller passed to `from_pretrained` (not read from the file).
+        passed: the arguments the caller passed to `from_pretrained`: a `text_encoder_package` or text components
+            passed there are not read from the file. (Component entries are checked even for components passed in:
+            diffusers resolves every entry's library.)
         trust_remote_code: allow what the folder names anyway (as diffusers' argument of that name does for code).
 
     Raises:
@@ -327,7 +327,7 @@ def check_model_index(
             f"load only their own class ({hint})."
         )
     for name in component_names:
-        if name in passed or name not in index:
+        if name not in index:
             continue
         entry = index[name]
         if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
@@ -338,8 +338,8 @@ def check_model_index(
         if not (isinstance(library, str) and isinstance(class_, str)) or not _is_trusted_library(library):
             raise ValueError(
                 f"{source}: component `{name}` is {list(entry)!r}, but components load only from "
-                f"{', '.join(TRUSTED_LIBRARIES)}: loading does not import a module a model folder names (pass "
-                f"`{name}=...` yourself, or {hint})."
+                f"{', '.join(TRUSTED_LIBRARIES)}: loading does not import or use a module a model folder names "
+                f"(correct the entry, or {hint})."
             )
     # the package is imported only to fill text components the folder leaves out and the caller does not pass
     package = index.get("text_encoder_package")
@@ -364,7 +364,7 @@ def check_weight_files(folder: str | os.PathLike, index: dict, component_names: 
             raise ValueError(
                 f"`{name}` in {folder} ships only pickled weights ({', '.join(pickles)}), which can run code when "
                 "loaded; Sora pipelines load safetensors weights (convert them with `save_pretrained`, or pass "
-                "`use_safetensors=False` if you trust this folder)."
+                "`use_safetensors=None`, diffusers' default that allows pickles, if you trust this folder)."
             )
 
 
@@ -447,7 +447,7 @@ def check_pipeline_folder(pretrained_model_name_or_path: str | os.PathLike, comp
         index = read_model_index(name)
         check_model_index(index, os.path.join(name, "model_index.json"), component_names, passed,
                           bool(kwargs.get("trust_remote_code")))  # fmt: skip
-        if kwargs.get("use_safetensors") is not False:
+        if kwargs.get("use_safetensors") is True:
             check_weight_files(name, index, component_names, passed)
         return index, name
     index_file = _hub_model_index(name, kwargs)
