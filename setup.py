@@ -21,7 +21,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8"],
+    "test": ["pytest>=8", "hypothesis>=6.100"],
     "train": ["matplotlib>=3.7"],
     "xformers": ["xformers>=0.0.28"],
 }

@@ -305,9 +305,9 @@ def _read_image(path: str, parser: argparse.ArgumentParser) -> PIL.Image.Image:
     from .pipelines.inputs import open_image
 
     try:
-        return open_image(path, "--image")
+        return open_image(path)
     except (OSError, ValueError) as error:
-        parser.error(f"--image: cannot read {path}: {_with_option_names(str(error))}")
+        parser.error(f"--image: cannot read {path}: {error}")
 
 
 def _read_video(option: str, path: str, parser: argparse.ArgumentParser) -> list[PIL.Image.Image]:

@@ -58,28 +58,30 @@ def check_frames_type(frames: Any, name: str) -> None:
             raise TypeError(f"`{name}` must be {FRAMES_DESCRIPTION}, got {got}.")
 
 
-def image_to_rgb(image: PIL.Image.Image, name: str) -> PIL.Image.Image:
+def image_to_rgb(image: PIL.Image.Image, name: str | None = None) -> PIL.Image.Image:
     """A PIL image of any mode as RGB: 16-bit pixels scaled to 8 bits (1/257, not clipped at 255), transparency
     composited over white; grayscale, palette, CMYK, YCbCr, LAB and HSV converted by PIL.
 
     Raises:
-        ValueError: naming `name`, for a mode with no fixed range (32-bit float "F", 32-bit integers beyond 16 bits).
+        ValueError: starting with `name` when given, for a mode with no fixed range (32-bit float "F", 32-bit
+            integers beyond 16 bits).
     """
     mode = image.mode
+    prefix = f"`{name}`: " if name else ""
     if mode == "RGB":
         return image
     if mode in SIXTEEN_BIT_MODES:
         values = np.asarray(image).astype(np.int64)  # (H, W); numpy reads the byte order of I;16B
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise ValueError(
-                f"`{name}`: a mode {mode!r} image with values from {values.min()} to {values.max()} is not a 16-bit "
+                f"{prefix}a mode {mode!r} image with values from {values.min()} to {values.max()} is not a 16-bit "
                 "image; give 8- or 16-bit images (or a numpy float array in [0, 1])."
             )
         gray = np.round(values / 257).astype(np.uint8)
         return PIL.Image.fromarray(gray).convert("RGB")
     if mode == "F":
         raise ValueError(
-            f"`{name}`: 32-bit float images (mode 'F') have no fixed range; give an 8- or 16-bit image, or a numpy "
+            f"{prefix}32-bit float images (mode 'F') have no fixed range; give an 8- or 16-bit image, or a numpy "
             "float array (H, W, 3) in [0, 1]."
         )
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
@@ -88,10 +90,10 @@ def image_to_rgb(image: PIL.Image.Image, name: str) -> PIL.Image.Image:
     try:
         return image.convert("RGB")
     except (ValueError, OSError) as error:
-        raise ValueError(f"`{name}`: cannot convert a mode {mode!r} image to RGB: {error}") from error
+        raise ValueError(f"{prefix}cannot convert a mode {mode!r} image to RGB: {error}") from error
 
 
-def open_image(path: str | os.PathLike, name: str = "image") -> PIL.Image.Image:
+def open_image(path: str | os.PathLike) -> PIL.Image.Image:
     """An image file as an RGB PIL image (`image_to_rgb`), read now (not lazily) and closed.
 
     Raises:
@@ -104,7 +106,7 @@ def open_image(path: str | os.PathLike, name: str = "image") -> PIL.Image.Image:
         try:
             with PIL.Image.open(path) as image:
                 image.load()
-                return image_to_rgb(image, name).copy()
+                return image_to_rgb(image).copy()
         except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as error:
             raise ValueError(
                 f"{error} Refused as a possible decompression bomb; raise `PIL.Image.MAX_IMAGE_PIXELS` to read it."
@@ -115,7 +117,7 @@ def load_frames(path: str | os.PathLike, name: str) -> PIL.Image.Image | list[PI
     """An image file -> PIL image, a video file -> list of PIL frames; unreadable -> ValueError naming argument `name`."""
     path = str(path)
     try:
-        return load_video(path) if path.lower().endswith(VIDEO_FILE_EXTENSIONS) else open_image(path, name)
+        return load_video(path) if path.lower().endswith(VIDEO_FILE_EXTENSIONS) else open_image(path)
     except Exception as error:
         raise ValueError(f"`{name}`: cannot read {path!r}: {error}") from error
 
