@@ -325,6 +325,26 @@ def test_available_memory_on_the_cpu_with_and_without_psutil(monkeypatch):
     assert validation.available_memory("meta") is None
 
 
+def test_on_a_gpu_the_free_memory_counts_torch_cache_and_the_frames_must_fit_the_cpu(monkeypatch):
+    """Without a GPU: torch.cuda's memory figures stubbed, to check what `available_memory` adds and what
+    `check_memory` compares (the GPU holds every part, the CPU the returned frames)."""
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 2 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1 * gib)
+    assert validation.available_memory("cuda:0") == 4 * gib  # 3 free + 1 reserved by torch but unused
+    parts = {"latents": gib, "transformer activations": gib, "decoded frames": 2 * gib}
+    validation.check_memory(parts, "cuda:0", "this request")  # 4 GiB: fits the GPU
+    cpu = validation.available_memory
+    monkeypatch.setattr(
+        validation, "available_memory", lambda d: gib // 2 if torch.device(d).type == "cpu" else cpu(d)
+    )
+    with pytest.raises(
+        ValueError, match=r"this request needs at least 1 GiB of memory .* but 0\.5 GiB is available on cpu"
+    ):
+        validation.check_memory(parts, "cuda:0", "this request")  # the 1 GiB of float32 frames returned
+
+
 # ---- NaN and infinity while generating: stopped with the step, never a black video ---------------------------------
 
 
