@@ -254,7 +254,10 @@ def test_number_checks_return_plain_python_numbers():
 # ---- size: limits that can be raised, and the memory estimate ------------------------------------------------------
 
 
-def test_the_limits_are_module_constants_that_can_be_raised(make_pipe, forbid_model_work, monkeypatch):
+def test_the_limits_are_module_constants_read_at_each_call(make_pipe, forbid_model_work, monkeypatch):
+    monkeypatch.setattr(validation, "MAX_GUIDANCE_SCALE", 2.0)
+    with pytest.raises(ValueError, match=r"`guidance_scale` must be in \[0, 2\], got 3\.0"):
+        run(make_pipe(), guidance_scale=3.0)
     monkeypatch.setattr(validation, "MAX_NUM_FRAMES", 4)
     with pytest.raises(ValueError, match=r"`num_frames` must be at most 4, got 5 .*validation\.MAX_NUM_FRAMES"):
         run(make_pipe(), num_frames=5)

@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..loaders.lora import SoraLoraLoaderMixin
 from ..models.autoencoder_spacetime import SpacetimeVAE
 from ..models.transformer_sora import DiTVideoTransformer3D
+from . import validation
 from .canvas import GenerationCanvas, generation_canvas
 from .conditioning import (
     FrameCondition,
@@ -43,18 +44,6 @@ from .inputs import (
 )
 from .pipeline_output import SoraPipelineOutput
 from .text_encoder_package import TEXT_COMPONENTS, keep_text_components_none, load_text_components
-from .validation import (
-    MAX_GUIDANCE_SCALE,
-    check_finite_latents,
-    check_finite_pixels,
-    check_int,
-    check_memory,
-    check_number,
-    check_pipeline_folder,
-    check_request_limits,
-    describe_weight_mismatch,
-    estimate_memory,
-)
 
 
 logger = logging.get_logger(__name__)
@@ -107,7 +96,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         super().__init__()
         for name, value in (("default_height", default_height), ("default_width", default_width),
                             ("default_num_frames", default_num_frames)):  # fmt: skip
-            check_int(name, value, 1)
+            validation.check_int(name, value, 1)
         if text_encoder_package is not None:
             # Filled here, not in `from_pretrained`: `DiffusionPipeline.from_pretrained` builds the pipeline with
             # `cls(**components)` and reaches no other method of ours. The encoder runs in the transformer's dtype,
@@ -163,25 +152,18 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         """
         kwargs.setdefault("use_safetensors", True)
         component_names = list(cls._get_signature_keys(cls)[0])
-        index, folder = check_pipeline_folder(pretrained_model_name_or_path, component_names, kwargs)
+        index, folder = validation.check_pipeline_folder(pretrained_model_name_or_path, component_names, kwargs)
         left_out = [name for name in TEXT_COMPONENTS if name in kwargs and kwargs[name] is None]
         with keep_text_components_none(left_out):
             try:
                 pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
             except Exception as error:
-                mismatch = describe_weight_mismatch(folder, index, component_names) if folder is not None else None
+                mismatch = validation.describe_weight_mismatch(folder, index, component_names)
                 if mismatch is not None:
                     raise ValueError(mismatch) from error
                 raise
-        # diffusers leaves the weights a config needs but its file lacks on the meta device (the first call then fails
-        # with "Tensor ... is not on the expected device meta"); with a `device_map`, offloaded weights stay there
-        unloaded = [] if kwargs.get("device_map") is not None else _components_on_meta(pipe)
-        if unloaded:
-            mismatch = describe_weight_mismatch(folder, index, component_names) if folder is not None else None
-            raise ValueError(
-                mismatch
-                or f"`{unloaded[0]}` of {pretrained_model_name_or_path}: its weight files lack weights its config needs."
-            )
+        if kwargs.get("device_map") is None:  # with a device map, offloaded weights stay on the meta device
+            validation.check_all_weights_loaded(pipe.components, folder, index, component_names)
         return pipe
 
     @classmethod
@@ -379,16 +361,9 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                 raise TypeError(
                     f"`negative_prompt` must be a string or a list of strings, got {type(negative_prompt).__name__}."
                 )
-        for name, tensor in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds),
-                             ("latents", latents)):  # fmt: skip
-            if tensor is None:
-                continue
-            if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-                raise TypeError(f"`{name}` must be a float torch.Tensor, got {type(tensor).__name__}.")
-            if name != "latents" and tensor.ndim != 3:
-                raise ValueError(f"`{name}` must be (batch, tokens, channels), got shape {tuple(tensor.shape)}.")
-            if not bool(torch.isfinite(tensor).all()):
-                raise ValueError(f"`{name}` holds NaN or infinite values.")
+        validation.check_tensor("prompt_embeds", prompt_embeds, ndim=3)
+        validation.check_tensor("negative_prompt_embeds", negative_prompt_embeds, ndim=3)
+        validation.check_tensor("latents", latents)
         batch = _num_prompts(prompt, prompt_embeds)
         if isinstance(negative_prompt, (list, tuple)) and len(negative_prompt) != batch:
             raise ValueError(
@@ -404,8 +379,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         r_t, r_s = self.vae_scale_factor_temporal, self.vae_scale_factor_spatial
         for name, value in (("height", height), ("width", width), ("num_frames", num_frames),
                             ("num_inference_steps", num_inference_steps)):  # fmt: skip
-            check_int(name, value, 1)
-        check_request_limits(height, width, num_frames, num_inference_steps)
+            validation.check_int(name, value, 1)
+        validation.check_request_limits(height, width, num_frames, num_inference_steps)
         for name, value, patch in (("height", height, self.transformer.config.patch_size[1]),
                                    ("width", width, self.transformer.config.patch_size[2])):  # fmt: skip
             multiple = r_s * patch
@@ -431,14 +406,15 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             )
         if not isinstance(output_type, str) or output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        check_int("num_videos_per_prompt", num_videos_per_prompt, 1)
+        validation.check_int("num_videos_per_prompt", num_videos_per_prompt, 1)
         # finite: `inf` turned every latent into NaN (a black video) and `nan` silently switched guidance off
-        check_number("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE_SCALE)
-        check_number("strength", strength, 0.0, 1.0)
+        validation.check_number("guidance_scale", guidance_scale, 0.0, validation.MAX_GUIDANCE_SCALE)
+        validation.check_number("strength", strength, 0.0, 1.0)
         if max_sequence_length is not None:
             # an absolute position table (BERT, CLIP) ends at max_position_embeddings; T5's relative positions do not
             positions = getattr(getattr(self.text_encoder, "config", None), "max_position_embeddings", None)
-            check_int("max_sequence_length", max_sequence_length, 1, positions if isinstance(positions, int) else None)
+            limit = positions if isinstance(positions, int) else None
+            validation.check_int("max_sequence_length", max_sequence_length, 1, limit)
         generators = generator if isinstance(generator, list) else [generator]
         if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
             raise TypeError(
@@ -454,8 +430,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         for i, cond in enumerate(conditions or []):
             if not isinstance(cond, FrameCondition):
                 raise TypeError(f"`conditions[{i}]` must be a FrameCondition, got {type(cond).__name__}.")
-            check_number(f"conditions[{i}].strength", cond.strength, 0.0, 1.0)
-            check_int(f"conditions[{i}].frame_index", cond.frame_index)
+            validation.check_number(f"conditions[{i}].strength", cond.strength, 0.0, 1.0)
+            validation.check_int(f"conditions[{i}].frame_index", cond.frame_index)
             if not -num_frames <= cond.frame_index < num_frames:
                 raise ValueError(
                     f"`conditions[{i}].frame_index` {cond.frame_index} is outside the output video of {num_frames} "
@@ -783,7 +759,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                     prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
                     negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
                 # NaN or inf (corrupt weights, overflow) would only ever decode to a black video: stop and say where
-                check_finite_latents(latents, i, len(timesteps), t)
+                validation.check_finite_latents(latents, i, len(timesteps), t)
                 progress_bar.update()
 
         # 7. Conditioning frames given at strength 1 end exactly clean; decode, crop to the request, and show the
@@ -793,7 +769,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             frames = latents  # the whole generation canvas, uncropped
         else:
             video = canvas.crop(self.decode_latents(latents))
-            check_finite_pixels(video)
+            validation.check_finite_pixels(video)
             if not return_decoded_conditions:
                 video = keep_given_frames(video, [given for *_, given in prepared])
             frames = self.video_processor.postprocess_video(video, output_type=output_type)
@@ -807,22 +783,19 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         """Refuse, before anything is allocated, a request whose memory estimate (`validation.estimate_memory`)
         exceeds the memory available on the execution device (`validation.check_memory`)."""
         config = self.transformer.config
-        parts = estimate_memory(
+        B = latent_shape[0]
+        decoded = (B, 3, canvas.generation_num_frames, canvas.generation_height, canvas.generation_width)
+        parts = validation.estimate_memory(
             latent_shape,
             tuple(config.patch_size),
             getattr(config, "num_attention_heads", 1) * getattr(config, "attention_head_dim", 1),
             getattr(config, "ffn_dim", 0),
             self.do_classifier_free_guidance,
             self.transformer.dtype.itemsize,
-            None
-            if output_type == "latent"
-            else (latent_shape[0], 3, canvas.generation_num_frames, canvas.generation_height, canvas.generation_width),
+            None if output_type == "latent" else decoded,
         )
-        request = (
-            f"`num_frames`={canvas.num_frames} at `height` x `width` = {canvas.height} x {canvas.width} for "
-            f"{latent_shape[0]} video(s)"
-        )
-        check_memory(parts, self._execution_device, request)
+        request = f"`num_frames`={canvas.num_frames} at `height` x `width` = {canvas.height} x {canvas.width} for {B}"
+        validation.check_memory(parts, self._execution_device, f"{request} video(s)")
 
     def _log_canvas(self, canvas: GenerationCanvas) -> None:
         """Say at info level when a request is generated larger than asked and cut back."""
@@ -915,15 +888,6 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------------
-
-
-def _components_on_meta(pipe: DiffusionPipeline) -> list[str]:
-    """The components holding a parameter or buffer on the meta device (loaded from a file that lacks it)."""
-    return [
-        name
-        for name, module in pipe.components.items()
-        if isinstance(module, torch.nn.Module) and any(t.is_meta for t in [*module.parameters(), *module.buffers()])
-    ]
 
 
 def _frames_name(condition: FrameCondition, index: int) -> str:

@@ -122,6 +122,23 @@ def check_request_limits(
         )
 
 
+def check_tensor(name: str, tensor: Any, ndim: int | None = None) -> None:
+    """An optional float tensor argument (`latents`, `prompt_embeds`, ...): `None`, or finite with `ndim` dimensions.
+
+    Raises:
+        TypeError: not a float `torch.Tensor`.
+        ValueError: another number of dimensions, or NaN or infinite values.
+    """
+    if tensor is None:
+        return
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+        raise TypeError(f"`{name}` must be a float torch.Tensor, got {type(tensor).__name__}.")
+    if ndim is not None and tensor.ndim != ndim:
+        raise ValueError(f"`{name}` must be (batch, tokens, channels), got shape {tuple(tensor.shape)}.")
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"`{name}` holds NaN or infinite values.")
+
+
 # ---- frames ---------------------------------------------------------------------------------------------------------
 
 
@@ -368,16 +385,41 @@ def check_weight_files(folder: str | os.PathLike, index: dict, component_names: 
             )
 
 
-def describe_weight_mismatch(folder: str | os.PathLike, index: dict, component_names: list[str]) -> str | None:
+def check_all_weights_loaded(
+    components: dict, folder: str | os.PathLike | None, index: dict | None, component_names: list[str]
+) -> None:
+    """Refuse a loaded pipeline with a parameter or buffer left on the meta device: diffusers leaves there the weights a
+    config needs and its file lacks, and the first call then fails with "Tensor ... is not on the expected device meta".
+
+    Raises:
+        ValueError: naming the component and, for a local folder, the weights that differ (`describe_weight_mismatch`).
+    """
+    unloaded = [
+        name
+        for name, module in components.items()
+        if isinstance(module, torch.nn.Module) and any(t.is_meta for t in [*module.parameters(), *module.buffers()])
+    ]
+    if unloaded:
+        mismatch = describe_weight_mismatch(folder, index, component_names)
+        raise ValueError(mismatch or f"`{unloaded[0]}`: its weight files lack weights its config needs.")
+
+
+def describe_weight_mismatch(
+    folder: str | os.PathLike | None, index: dict | None, component_names: list[str]
+) -> str | None:
     """Why a local pipeline folder failed to load, when a model's config.json does not match its safetensors weights.
 
     Each diffusers model component (`ModelMixin`, from a trusted library) is built from its config on the meta device
     (no memory) and its parameter names and shapes compared with the safetensors headers (no tensor is read).
 
     Returns:
-        a message naming the component and the first differing weights, or `None` if every config matches.
+        a message naming the component and the first differing weights, or `None` if every config matches (or
+        `folder` is `None`: a Hub repo).
     """
     import importlib
+
+    if folder is None or index is None:
+        return None
 
     from accelerate import init_empty_weights
     from diffusers import ModelMixin
