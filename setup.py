@@ -26,7 +26,14 @@ EXTRAS = {
     # a signed C2PA manifest in every generated file, and `sora-diffusers verify`
     "provenance": ["c2pa-python>=0.38", "cryptography>=42"],
     # tests/test_app.py drives the demo in Debian's `chromium` through playwright (no browser download)
-    "test": ["pytest>=8", "gradio>=5.9", "playwright>=1.40", "c2pa-python>=0.38", "cryptography>=42"],
+    "test": [
+        "pytest>=8",
+        "gradio>=5.9",
+        "playwright>=1.40",
+        "c2pa-python>=0.38",
+        "cryptography>=42",
+        "hypothesis>=6.100",
+    ],
     "train": ["matplotlib>=3.7"],
     "xformers": ["xformers>=0.0.28"],
 }

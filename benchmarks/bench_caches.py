@@ -96,9 +96,9 @@ def main(argv=None) -> list[dict]:
 
     attention_calls = []
     pipe.transformer.blocks[-1].attn1.to_q.register_forward_pre_hook(lambda module, args: attention_calls.append(1))
-    seconds = {name: 0.0 for name in caches}
-    cpu_seconds = {name: 0.0 for name in caches}
-    computed = {name: 0 for name in caches}
+    seconds = dict.fromkeys(caches, 0.0)
+    cpu_seconds = dict.fromkeys(caches, 0.0)
+    computed = dict.fromkeys(caches, 0)
     latents = {name: [] for name in caches}
     for prompt in prompts:
         for name, config in caches.items():

@@ -12,7 +12,10 @@
 
 Every argument is checked, and every input file read, before a model is loaded: mistakes print
 `sora-diffusers generate: error: ...` (argparse's form) and exit with status 2 at once, not after minutes of loading;
-so does a model that fails to load (`error: cannot load --model PATH: <cause>`). torch and diffusers are imported only
+so does a model that fails to load (`error: cannot load --model PATH: <cause>`). Numbers must be finite and in range,
+and requests beyond the pipeline's limits (frames, pixels, steps: `sora_diffusers.pipelines.validation`) are refused
+before loading. A generation that goes wrong midway (NaN or infinite values from a corrupt model) exits with status 1
+and writes nothing. torch and diffusers are imported only
 by the commands that run a model, so `--help` and `--version` answer at once. Loading progress bars show with
 `--verbose`. `python -m sora_diffusers` runs the same command.
 """
@@ -52,8 +55,13 @@ OPTION_OF_ARGUMENT = {
     "strength": "--strength",
     "negative_prompt": "--negative-prompt",
     "video": "--video",
+    "video_end": "--connect",
+    "image": "--image",
     "strict_size": "--strict-size",
 }
+# --fps: mp4 takes any rate in this range; a gif stores each frame's time in 1/100 s, so at most 100 fps
+MIN_FPS, MAX_FPS, MAX_GIF_FPS = 0.1, 240.0, 100.0
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64 bits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,11 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="denoising steps (default: $SORA_DIFFUSERS_STEPS when set, else the pipeline's, 50)",
     )
     size.add_argument(
-        "--guidance-scale", type=_non_negative_float, help="classifier-free guidance (default 5; <= 1 off)"
+        "--guidance-scale", type=_non_negative_float, help="classifier-free guidance, 0 to 100 (default 5; <= 1 off)"
     )
     size.add_argument("--negative-prompt", help="what to steer away from")
-    size.add_argument("--seed", type=int, help="random seed; the same seed and options give the same output")
-    size.add_argument("--fps", type=_positive_float, default=16, help="frames per second of the output (default 16)")
+    size.add_argument(
+        "--seed", type=_seed, help="random seed, 0 to 2**64 - 1; the same seed and options give the same output"
+    )
+    size.add_argument(
+        "--fps",
+        type=_fps,
+        default=16,
+        help=f"frames per second of the output, {MIN_FPS:g} to {MAX_FPS:g} ({MAX_GIF_FPS:g} for a gif; default 16)",
+    )
 
     inputs = generate.add_argument_group(
         "prompting with images and videos (at most one of --image, --video, --connect)"
@@ -215,8 +230,10 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     }
     try:
         frames = pipe(**call_kwargs, generator=generator, output_type="np").frames[0]  # (T, H, W, 3) in [0, 1]
-    except ValueError as error:  # the pipeline's input checks (e.g. a frame count this VAE cannot produce)
+    except (ValueError, TypeError) as error:  # the pipeline's input checks (e.g. a frame count the VAE cannot make)
         parser.error(_with_option_names(str(error)))
+    except FloatingPointError as error:  # NaN or inf while generating (a corrupt model): nothing is written
+        parser.exit(1, f"{parser.prog}: error: generation failed: {error}\n")
 
     # 4. Write the file atomically, with what made it (local files by name and content hash, never their paths)
     metadata = {
@@ -295,6 +312,9 @@ def _check_generate_arguments(args: argparse.Namespace, parser: argparse.Argumen
     for option, path in (("--c2pa-cert", args.c2pa_cert), ("--c2pa-key", args.c2pa_key)):
         if path is not None and not Path(path).is_file():
             parser.error(f"{option}: no such file: {path}")
+    if suffix == ".gif" and args.fps > MAX_GIF_FPS:
+        parser.error(f"--fps: a gif stores frame times in 1/100 s, so at most {MAX_GIF_FPS:g} fps; got {args.fps:g}")
+    _check_request_limits(args, parser)
     if suffix in IMAGE_SUFFIXES:
         if args.image or args.video or args.connect:
             parser.error("-o/--output: --image, --video and --connect make videos; write .mp4 or .gif")
@@ -310,6 +330,18 @@ def _check_generate_arguments(args: argparse.Namespace, parser: argparse.Argumen
             parser.error(f"{option}: no such file: {path}")
         if option != "--image" and not path.lower().endswith(VIDEO_FILE_EXTENSIONS):
             parser.error(f"{option}: {path} is not a video ({', '.join(VIDEO_FILE_EXTENSIONS)})")
+
+
+def _check_request_limits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The pipeline's limits on --guidance-scale, --steps, --num-frames and --height x --width, before loading."""
+    from .pipelines import validation
+
+    try:
+        if args.guidance_scale is not None:
+            validation.check_number("guidance_scale", args.guidance_scale, 0.0, validation.MAX_GUIDANCE_SCALE)
+        validation.check_request_limits(args.height, args.width, args.num_frames, args.steps)
+    except ValueError as error:
+        parser.error(_with_option_names(str(error)))
 
 
 def _input_files(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -338,11 +370,12 @@ def _task(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[ty
 
 
 def _read_image(path: str, parser: argparse.ArgumentParser) -> PIL.Image.Image:
-    import PIL.Image
+    """RGB, whatever the file's mode (16-bit scaled to 8 bits, transparency over white); a decompression bomb or an
+    unreadable file exits 2 naming the file."""
+    from .pipelines.inputs import open_image
 
     try:
-        with PIL.Image.open(path) as image:
-            return image.convert("RGB")
+        return open_image(path)
     except (OSError, ValueError) as error:
         parser.error(f"--image: cannot read {path}: {error}")
 
@@ -561,11 +594,12 @@ def _describe(error: BaseException) -> str:
 
 
 def _number(text: str, kind: type, accept, requirement: str):
+    """`text` as a `kind` that `accept`s; floats must be finite ("inf" and "nan" parse as floats)."""
     try:
         value = kind(text)
     except ValueError:
         value = None
-    if value is None or not accept(value):
+    if value is None or (kind is float and not math.isfinite(value)) or not accept(value):
         raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
     return value
 
@@ -574,12 +608,16 @@ def _positive_int(text: str) -> int:
     return _number(text, int, lambda value: value >= 1, "a positive integer")
 
 
-def _positive_float(text: str) -> float:
-    return _number(text, float, lambda value: value > 0, "a positive number")
-
-
 def _non_negative_float(text: str) -> float:
-    return _number(text, float, lambda value: value >= 0, "a number >= 0")
+    return _number(text, float, lambda value: value >= 0, "a finite number >= 0")
+
+
+def _fps(text: str) -> float:
+    return _number(text, float, lambda value: MIN_FPS <= value <= MAX_FPS, f"a number from {MIN_FPS:g} to {MAX_FPS:g}")
+
+
+def _seed(text: str) -> int:
+    return _number(text, int, lambda value: 0 <= value <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
 
 
 def _unit_float(text: str) -> float:

@@ -588,7 +588,6 @@ BAD_INPUTS = {
         r"`width` must be a positive multiple of 16 .*got 50; nearest valid: 48 or 64",
     ),
     "height zero": (lambda tmp: dict(height=-16), r"`height` must be a positive int, got -16"),
-    "width float": (lambda tmp: dict(width=48.0), r"`width` must be a positive int, got 48\.0"),
     "output_type": (
         lambda tmp: dict(output_type="mp4"),
         r"`output_type` must be one of \('np', 'pt', 'pil', 'latent'\), got 'mp4'",

