@@ -293,6 +293,7 @@ def score_clip(task: str, video: np.ndarray, label: dict, reference: np.ndarray,
     seam_at = seam if task in ("extend_forward", "extend_backward", "connect") else None
     report = evaluate_clip(video, **label, image=image, seam_index=seam_at)
     scores = {
+        "color_accuracy": float(bool(report["color_correct"])),
         "prompt_adherence": _all_correct(report),
         "prompt_adherence_lenient": _all_correct(report, "shape_correct_lenient"),
         "shape_stable": float(report["shape_stable"]),
@@ -472,6 +473,13 @@ def target_rows(results: dict) -> list[dict]:
             task = tasks[target.task]
             value, truth = task["metrics"][target.metric], task["ground_truth"].get(target.metric)
             rows.append(_row(target, value, truth))
+    if "t2v" in tasks and "t2v_held_out" in tasks:  # the gap by part: adherence 0 in both would hide it
+        for metric, what in (("color_accuracy", "colour"), ("motion_accuracy", "direction")):
+            info = Target(
+                "t2v_held_out", f"{metric}_gap", f"{what} right, generator's captions minus held-out words", 0
+            )
+            gap = tasks["t2v"]["metrics"][metric] - tasks["t2v_held_out"]["metrics"][metric]
+            rows.append({**_row(info, gap, None), "target": "-", "met": None})
     for name in ("t2v", "t2v_held_out"):
         if name in tasks:
             lenient = Target(
