@@ -38,7 +38,7 @@ Tasks, on N = 1 + r*k frames (r: the VAE's temporal ratio) with seam s = 1 + r*f
   For both: the evaluator's `seam_continuity` at frame s of the output (change across the seam / the median
   frame-to-frame change before it; ~1 is seamless), the share of clips whose generated frames alone show the given
   clip's motion ("motion continued"), and of clips whose generated frames show no colour the given ones lack and
-  their object once in 90% of the frames ("objects kept").
+  never more objects of the target's colour in one frame than the given ones ("objects kept").
 - loop: rendered frames 0 .. c-1 given (c below), N frames generated to lead back into frame 0 (`mode="loop"` returns the clip
   and the new frames); loop jump: the change from the last frame to the first / the median frame-to-frame change.
 - connect: the first and the last c = 1 + r*floor(k/4) rendered frames given (9 of 33), the middle generated. Both
@@ -271,8 +271,10 @@ def loop_jump(video: np.ndarray) -> float:
 
 
 def _objects_kept(part: dict, given: dict) -> float:
-    """1 when the generated part shows no colour the given part lacks and its object is there once in 90% of frames."""
-    return float(set(part["detected_colors"]) <= set(given["detected_colors"]) and part["permanence"] >= 0.9)
+    """1 when the generated part shows no colour the given part lacks and never more objects of the target's colour
+    in one frame than the given part (an object hidden by the bar or leaving the frame is not a new one)."""
+    new_colour = not set(part["detected_colors"]) <= set(given["detected_colors"])
+    return float(not new_colour and part["max_target_count"] <= max(given["max_target_count"], 1))
 
 
 def score_clip(task: str, video: np.ndarray, label: dict, reference: np.ndarray, seam: int) -> dict:

@@ -177,3 +177,21 @@ def test_bad_arguments_fail_before_generation(model_dir, monkeypatch, flags, err
     monkeypatch.setattr(eval_default_model, "generate", no_generation)
     with pytest.raises(error, match=match):
         run(model_dir, *flags)
+
+
+def test_objects_kept_is_one_on_the_scene_and_zero_when_an_object_appears():
+    """A rendered scene keeps its objects, bar or not; a second object of its colour in the new frames does not."""
+    from sora_diffusers.data import render_clip
+    from sora_diffusers.data.shapes import PALETTE, sample_clip_spec
+
+    for seed, occluder in ((10_000_000, True), (10_000_003, False)):
+        spec = sample_clip_spec(seed, 256, 256, 33, num_objects=1, motion="down", occluder=occluder)
+        video = render_clip(spec)
+        assert (
+            eval_default_model.score_clip("extend_forward", video, spec.label, video, 17)["scores"]["objects_kept"]
+            == 1
+        )
+        spawned = video.copy()
+        spawned[20:, 200:236, 10:46] = PALETTE[spec.label["color"]]  # a new square in the bottom-left corner
+        scores = eval_default_model.score_clip("extend_forward", spawned, spec.label, video, 17)
+        assert scores["scores"]["objects_kept"] == 0 and scores["continuation"]["max_target_count"] == 2

@@ -348,14 +348,24 @@ def _reference_areas(track: list[Blob | None]) -> np.ndarray:
     return reference
 
 
+def target_counts(blobs: list[list[Blob]], color: str | None) -> list[int]:
+    """Per frame, how many objects of `color` are seen: blobs of at least `COUNT_MIN_AREA` of the reference area,
+    the pieces touching the occluder counting as one (an object half behind the bar is one object)."""
+    reference = _reference_areas(_target_track(blobs, color))
+    counts = []
+    for t, frame_blobs in enumerate(blobs):
+        own = [b for b in frame_blobs if b.color == color and b.area >= COUNT_MIN_AREA * reference[t]]
+        counts.append(sum(not b.touches_occluder for b in own) + any(b.touches_occluder for b in own))
+    return counts
+
+
 def permanence_flags(blobs: list[list[Blob]], color: str | None, has_occluder: bool) -> np.ndarray:
     """(T,) bool: the target is present exactly once, or hidden behind the occluder (see the module docstring)."""
     track = _target_track(blobs, color)
     reference = _reference_areas(track)
     status = []  # "ok", "bad" or "missing"
-    for t, frame_blobs in enumerate(blobs):
+    for t, (frame_blobs, count) in enumerate(zip(blobs, target_counts(blobs, color))):
         own = [b for b in frame_blobs if b.color == color and b.area >= COUNT_MIN_AREA * reference[t]]
-        count = sum(not b.touches_occluder for b in own) + any(b.touches_occluder for b in own)
         if count == 0:
             status.append("missing")
         elif count > 1:
@@ -480,6 +490,7 @@ def evaluate_clip(
     # 3. Motion and 4. permanence
     report_motion = measure_motion(track, features, float(min(height, width)))
     permanence = float(permanence_flags(blobs, target, has_occluder).mean()) if target else 0.0
+    max_count = max(target_counts(blobs, target), default=0) if target else 0
 
     report = {
         "color": color,
@@ -497,6 +508,7 @@ def evaluate_clip(
         "shape_fill": None if fill is None else round(fill, 4),
         "shape_harmonics": None if h3 is None else [round(h3, 4), round(h4, 4)],
         **report_motion,
+        "max_target_count": max_count,  # most objects of the target colour seen in one frame
         "has_occluder": has_occluder,
         "target_frames": sum(blob is not None for blob in track),
         "num_frames": num_frames,
