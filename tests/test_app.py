@@ -469,10 +469,13 @@ def test_cancel_stops_the_generation_and_the_next_one_runs(app, context):
         open_advanced(page)
         set_field(page, "steps", 100)
         generate(page, "text-to-video")
-        page.locator("#video").get_by_text("Denoising").wait_for()  # progress, step by step
-        page.wait_for_function("() => /[0-9]+\\/100/.test(document.querySelector('#video').innerText)")
+        # progress, step by step (generous timeouts: on 2 loaded cores the page can lag the queue by tens of seconds)
+        page.locator("#video").get_by_text("Denoising").wait_for(timeout=120_000)
+        page.wait_for_function(
+            "() => /[0-9]+\\/100/.test(document.querySelector('#video').innerText)", timeout=120_000
+        )
         page.click("#cancel")
-        page.locator("#status").get_by_text("Cancelled.").wait_for()
+        page.locator("#status").get_by_text("Cancelled.").wait_for(timeout=120_000)
         deadline = time.monotonic() + 10
         while slow.active and time.monotonic() < deadline:  # the step under way finishes
             time.sleep(0.05)
