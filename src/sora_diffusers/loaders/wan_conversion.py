@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint_files import CheckpointError, load_sharded_safetensors, load_state_dict_file
+from .checkpoint_files import CheckpointError, load_sharded_safetensors, load_state_dict_file, load_torch_state_dict
 from .original_checkpoint import (
     convert_sora_transformer_state_dict_to_wan,
     convert_wan_transformer_state_dict,
@@ -33,6 +33,7 @@ from .original_checkpoint import (
     wan_vae_config_from_state_dict,
     wan_vae_config_to_spacetime,
 )
+from .wan_umt5 import convert_wan_umt5_state_dict, wan_umt5_config_from_state_dict
 
 
 # What each Wan generation's sampler uses (Wan's own configs; diffusers' scripts/convert_wan_to_diffusers.py).
@@ -242,6 +243,22 @@ def convert_vae_file(path: Path):
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from error
     return _build(SpacetimeVAE, config, _cast(converted, torch.float32), path)
+
+
+def convert_text_encoder_file(path: Path):
+    """The original release's `models_t5_umt5-xxl-enc-bf16.pth` -> transformers `UMT5EncoderModel`, in the file's
+    dtype. The file is memory-mapped and its tensors become the model's weights: no second copy in RAM."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    state_dict = load_torch_state_dict(path)
+    try:
+        converted = convert_wan_umt5_state_dict(state_dict)  # checks every name and shape first
+        config = UMT5Config(**wan_umt5_config_from_state_dict(state_dict), architectures=["UMT5EncoderModel"])
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from error
+    model = _build(UMT5EncoderModel, {"config": config}, converted, path)
+    model.tie_weights()  # `assign=True` gave `shared` and `encoder.embed_tokens` one tensor, in two Parameters
+    return model
 
 
 def _scheduler(source: WanSource):
