@@ -7,14 +7,17 @@ encoder, tokenizer and scheduler), or back (`--reverse`) into diffusers' `WanPip
 Sources: Wan 2.1 T2V (1.3B, 14B), Wan 2.2 TI2V-5B and Wan 2.2 T2V-A14B (two experts), each in the diffusers layout
 (`*-Diffusers`: model_index.json) or the original release layout (sharded `diffusion_pytorch_model*.safetensors` with
 original keys, `Wan2.x_VAE.pth`). The layout is detected. A Hub id resolves from the local Hugging Face cache only.
-The original release's UMT5 encoder (`models_t5_umt5-xxl-enc-bf16.pth`) is not converted: pass `--text_encoder` with a
-transformers UMT5EncoderModel folder or cached Hub id (e.g. `Wan-AI/Wan2.1-T2V-1.3B-Diffusers`, whose text_encoder/
-is taken, or `google/umt5-xxl`), or `--text_encoder none`.
+The original layout's UMT5 text encoder (`models_t5_umt5-xxl-enc-bf16.pth`, Wan's own module names) is converted to a
+transformers `UMT5EncoderModel` (text_encoder/, in the file's bfloat16) and the release's `google/umt5-xxl/` tokenizer
+is saved as tokenizer/. `--text_encoder` takes a transformers text encoder folder or cached Hub id instead (e.g.
+`Wan-AI/Wan2.1-T2V-1.3B-Diffusers`, whose text_encoder/ is taken, or `google/umt5-xxl`); `--text_encoder none`
+converts without one.
 
-Weights are read with safetensors or `torch.load(weights_only=True)` (never unpickled code). The key maps live in
-`sora_diffusers.loaders.original_checkpoint`; this script is a command line around `loaders.wan_conversion`. Every
-tensor is checked for count and shape before anything is written, and the output folder is written under a temporary name
-and renamed into place: a failed conversion (exit code 2) leaves no partial output.
+Weights are read with safetensors or `torch.load(weights_only=True, mmap=True)` (never unpickled code). The key maps
+live in `sora_diffusers.loaders.original_checkpoint` and `loaders.wan_umt5`; this script is a command line around
+`loaders.wan_conversion`. Every tensor is checked for count and shape before anything is written, and the output
+folder is written under a temporary name and renamed into place: a failed conversion (exit code 2) leaves no partial
+output.
 """
 
 import argparse
@@ -43,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="transformer weights dtype (VAE: float32)",
     )
     parser.add_argument(
-        "--text_encoder", default=None, help="UMT5EncoderModel folder or cached Hub id, for original-layout sources"
+        "--text_encoder",
+        default=None,
+        help="transformers text encoder folder or cached Hub id to use instead of the source's (an original-layout "
+        "source's UMT5 .pth is converted by default), or 'none'",
     )
     parser.add_argument("--reverse", action="store_true", help="SoraPipeline folder -> diffusers WanPipeline folder")
     parser.add_argument("--push_to_hub", action="store_true", help="upload the output folder to the Hub")

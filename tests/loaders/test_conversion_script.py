@@ -1,7 +1,7 @@
 """conversion_scripts/convert_wan_to_sora.py end to end, on tiny random Wan checkpoints laid out as the public releases
 are (diffusers layout, original layout, a Hub cache folder): the SoraPipeline folder it writes computes what diffusers'
-Wan models compute, `--reverse` gives the original tensors back exactly, and every failure exits with code 2, names
-the file, and leaves no partial output."""
+Wan models (and, for the original release's UMT5 encoder, Wan's own encoder forward) compute, `--reverse` gives the
+original tensors back exactly, and every failure exits with code 2, names the file, and leaves no partial output."""
 
 import importlib.util
 import json
@@ -18,8 +18,10 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from sora_diffusers import SoraPipeline
 
 from ..conftest import TINY_TRANSFORMER_CONFIG, perturb_
+from ._wan_t5_reference import tiny_umt5_tokenizer, tiny_wan_umt5
 from .wan_layouts import (
     WAN21_VAE_TINY,
+    WAN_TRANSFORMER_TINY,
     original_model_config,
     save_sharded,
     tiny_wan_transformer,
@@ -30,6 +32,7 @@ from .wan_layouts import (
 
 
 SCRIPT = Path(__file__).resolve().parents[2] / "conversion_scripts" / "convert_wan_to_sora.py"
+UMT5_PTH = "models_t5_umt5-xxl-enc-bf16.pth"
 RTOL = 1e-5
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
@@ -75,17 +78,17 @@ def wan_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def original_folder(tmp_path_factory):
     """A tiny Wan 2.1 T2V folder in the original release layout: config.json of `WanModel`, sharded safetensors with
-    original keys, Wan2.1_VAE.pth, google/umt5-xxl/ (tokenizer) and the UMT5 .pth (which is not read), plus a
-    transformers text encoder folder to pass as --text_encoder."""
+    original keys, Wan2.1_VAE.pth, the UMT5 encoder .pth in Wan's layout (width 16: the transformer's text_dim) and
+    google/umt5-xxl/ (a UMT5-style tokenizer), plus a transformers text encoder folder to pass as --text_encoder."""
     root = tmp_path_factory.mktemp("original")
     wan, vae = tiny_wan_transformer(), tiny_wan_vae(WAN21_VAE_TINY)
     folder = root / "Wan2.1-T2V-tiny"
     save_sharded(wan_transformer_to_original(wan.state_dict()), folder, num_shards=2)
     (folder / "config.json").write_text(json.dumps(original_model_config(wan)))
     torch.save(wan_vae_to_original(vae.state_dict()), folder / "Wan2.1_VAE.pth")
-    (folder / "models_t5_umt5-xxl-enc-bf16.pth").write_bytes(b"not read")
-    tokenizer, text_encoder = _tiny_text_components()
-    tokenizer.save_pretrained(folder / "google" / "umt5-xxl")
+    torch.save(tiny_wan_umt5(dim=WAN_TRANSFORMER_TINY["text_dim"]).state_dict(), folder / UMT5_PTH)
+    tiny_umt5_tokenizer().save_pretrained(folder / "google" / "umt5-xxl")
+    _, text_encoder = _tiny_text_components()
     text_encoder.save_pretrained(root / "umt5")
     return folder, root / "umt5", wan, vae
 
@@ -139,6 +142,35 @@ def test_original_layout_converts_to_a_pipeline_matching_diffusers(original_fold
         _assert_close(pipe.vae.eval().encode(video).latent_dist.mean, z)
         _assert_close(pipe.vae.decode(z).sample, reference_vae.decode(z).sample)
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler" and pipe.scheduler.config.flow_shift == 3.0
+    frames = pipe("a red circle", num_frames=5, height=32, width=32, num_inference_steps=2, output_type="np").frames
+    assert frames.shape == (1, 5, 32, 32, 3)
+
+
+def test_original_layout_converts_its_umt5_encoder_by_default(original_folder, tmp_path):
+    folder, _, _, _ = original_folder
+    out = tmp_path / "sora"
+    assert _load_script().main(["--source", str(folder), "--output_dir", str(out)]) == 0
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["text_encoder"] == ["transformers", "UMT5EncoderModel"] and index["tokenizer"][1] == "T5Tokenizer"
+    assert sorted(p.name for p in (out / "text_encoder").iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((out / "text_encoder" / "config.json").read_text())
+    assert (config["d_model"], config["d_kv"], config["num_heads"], config["num_layers"]) == (16, 8, 3, 2)
+    assert (out / "tokenizer" / "tokenizer.json").is_file()
+    card = (out / "README.md").read_text()
+    assert "has no text encoder" not in card and "converted from `models_t5_umt5-xxl-enc-bf16.pth`, in float32" in card
+
+    pipe = SoraPipeline.from_pretrained(out)
+    assert type(pipe.text_encoder).__name__ == "UMT5EncoderModel"
+    # Reference: Wan's own encoder forward on the release file's tensors, and the release's tokenizer.
+    reference = tiny_wan_umt5(dim=16)
+    reference.load_state_dict(torch.load(folder / UMT5_PTH, weights_only=True), strict=True)
+    prompts = ["a red circle moving to the left", "a blue square"]
+    tokens = tiny_umt5_tokenizer()(prompts, padding="longest", return_tensors="pt")
+    embeds, mask, _, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False)
+    assert torch.equal(mask, tokens.attention_mask) and mask[1].sum() < mask[0].sum()
+    with torch.no_grad():
+        expected = reference(tokens.input_ids, tokens.attention_mask) * tokens.attention_mask[..., None]
+    _assert_close(embeds, expected)
     frames = pipe("a red circle", num_frames=5, height=32, width=32, num_inference_steps=2, output_type="np").frames
     assert frames.shape == (1, 5, 32, 32, 3)
 
@@ -240,6 +272,15 @@ def _broken_copy(folder: Path, tmp_path: Path, how: str) -> Path:
             shard.unlink()
         save_file({"conv_in.weight": torch.zeros(4, 4, 3, 3), "time_embedding.linear_1.weight": torch.zeros(8, 4)},
                   broken / "diffusion_pytorch_model.safetensors")  # fmt: skip
+    elif how == "truncated text encoder":
+        (broken / UMT5_PTH).write_bytes((broken / UMT5_PTH).read_bytes()[:-200])
+    elif how == "text encoder pickle with code":
+        torch.save({"token_embedding.weight": torch.zeros(4, 4), "payload": _Payload()}, broken / UMT5_PTH)
+    elif how == "text encoder in another layout":  # transformers' names: a UMT5 already converted
+        torch.save({"shared.weight": torch.zeros(4, 4), "encoder.final_layer_norm.weight": torch.ones(4)},
+                   broken / UMT5_PTH)  # fmt: skip
+    elif how == "no text encoder":
+        (broken / UMT5_PTH).unlink()
     elif how == "missing tensor":  # gone from its shard and from the index: only the key count can tell
         index_path = broken / "diffusion_pytorch_model.safetensors.index.json"
         index = json.loads(index_path.read_text())
@@ -274,17 +315,39 @@ def test_failures_exit_2_naming_the_file_and_leave_no_output(original_folder, tm
     _assert_no_leftovers(tmp_path, "out")
 
 
+@pytest.mark.parametrize(
+    "how, match",
+    [
+        ("truncated text encoder", rf"{UMT5_PTH}: not a readable PyTorch checkpoint"),
+        ("text encoder pickle with code", rf"{UMT5_PTH}: refused by torch\.load\(weights_only=True\)"),
+        (
+            "text encoder in another layout",
+            rf"{UMT5_PTH}: Not a Wan UMT5 encoder state dict .*no \['token_embedding\.weight', .*Its keys: "
+            r"\['encoder\.final_layer_norm\.weight', 'shared\.weight'\]",
+        ),
+        ("no text encoder", rf"{UMT5_PTH}: no such file .*`--text_encoder none`"),
+    ],
+)
+def test_text_encoder_failures_exit_2_naming_the_file(original_folder, tmp_path, capsys, how, match):
+    folder, _, _, _ = original_folder
+    broken = _broken_copy(folder, tmp_path, how)
+    out = tmp_path / "out"
+    assert _load_script().main(["--source", str(broken), "--output_dir", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("convert_wan_to_sora: error: ") and __import__("re").search(match, error), error
+    _assert_no_leftovers(tmp_path, "out")
+
+
 def test_failures_keep_an_existing_output_folder(original_folder, tmp_path, capsys):
     folder, _, _, _ = original_folder
+    broken = _broken_copy(folder, tmp_path, "truncated text encoder")
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("previous conversion")
-    assert _load_script().main(["--source", str(folder), "--output_dir", str(out)]) == 2  # no --text_encoder
-    assert (
-        "models_t5_umt5-xxl-enc-bf16.pth: the original UMT5 encoder file is not converted" in capsys.readouterr().err
-    )
+    assert _load_script().main(["--source", str(broken), "--output_dir", str(out)]) == 2
+    assert f"{UMT5_PTH}: not a readable PyTorch checkpoint" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "out"]
 
 
 def test_text_encoder_none_converts_without_one(original_folder, tmp_path):

@@ -5,7 +5,8 @@ check key counts and shapes and raise `ValueError` naming what does not fit; not
 
 Layouts: "original" is the Wan-AI release (`Wan-AI/Wan2.1-T2V-1.3B`, `Wan2.2-TI2V-5B`, ...: `blocks.N.self_attn.q`,
 `Wan2.1_VAE.pth`), "diffusers" the `*-Diffusers` repos (`WanTransformer3DModel`, `AutoencoderKLWan`), "ours"
-`DiTVideoTransformer3D` / `SpacetimeVAE`, whose module names are diffusers'.
+`DiTVideoTransformer3D` / `SpacetimeVAE`, whose module names are diffusers'. The release's UMT5 text encoder
+(`models_t5_umt5-xxl-enc-bf16.pth`) maps to transformers' `UMT5EncoderModel` in `wan_umt5.py`.
 """
 
 import math

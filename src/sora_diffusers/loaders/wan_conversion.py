@@ -6,8 +6,8 @@ Used by `conversion_scripts/convert_wan_to_sora.py`; callable from Python too:
     >>> from sora_diffusers.loaders.wan_conversion import convert_wan_to_sora
     >>> convert_wan_to_sora("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "wan21-1.3b-sora", dtype=torch.bfloat16)
 
-Weights are read with safetensors, or `torch.load(weights_only=True)` for the original VAE (never unpickled code). A
-Hub id resolves only from the local huggingface_hub cache: nothing is downloaded.
+Weights are read with safetensors, or `torch.load(weights_only=True, mmap=True)` for the original VAE and UMT5 text
+encoder (never unpickled code). A Hub id resolves only from the local huggingface_hub cache: nothing is downloaded.
 """
 
 import json
@@ -57,8 +57,9 @@ class WanSource:
     kind: str  # "t2v", "ti2v" or "t2v-a14b"
     boundary_ratio: float | None = None
     tokenizer_dir: Path | None = None
-    text_encoder_dir: Path | None = None
+    text_encoder_dir: Path | None = None  # a transformers text encoder folder, copied as it is
     scheduler_dir: Path | None = None
+    text_encoder_file: Path | None = None  # the original release's UMT5 encoder, converted
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -104,8 +105,9 @@ def inspect_wan_source(path: Path, text_encoder: str | None = None) -> WanSource
 
     Args:
         path: the checkpoint folder.
-        text_encoder: a folder or Hub id (local cache) of a transformers UMT5 encoder, for the original layout
-            (whose `models_t5_umt5-xxl-enc-bf16.pth` is not converted); `"none"` leaves the text encoder out.
+        text_encoder: a folder or Hub id (local cache) of a transformers text encoder to use instead of the
+            source's, `"none"` to leave the text encoder out, or `None` for the source's own (the original layout's
+            `models_t5_umt5-xxl-enc-bf16.pth`, converted).
     """
     if (path / "model_index.json").is_file():
         source = _inspect_diffusers(path)
@@ -119,11 +121,13 @@ def inspect_wan_source(path: Path, text_encoder: str | None = None) -> WanSource
     if text_encoder is not None:
         source.text_encoder_dir = None if text_encoder.lower() == "none" else _text_encoder_folder(text_encoder)
     elif source.layout == "original":
-        raise CheckpointError(
-            f"{path / ORIGINAL_TEXT_ENCODER_FILE}: the original UMT5 encoder file is not converted; pass "
-            "`--text_encoder` with a transformers UMT5EncoderModel folder or Hub id (e.g. the text_encoder/ of "
-            "Wan-AI/Wan2.1-T2V-1.3B-Diffusers, or google/umt5-xxl), or `--text_encoder none` to convert without one."
-        )
+        source.text_encoder_file = path / ORIGINAL_TEXT_ENCODER_FILE
+        if not source.text_encoder_file.is_file():
+            raise CheckpointError(
+                f"{source.text_encoder_file}: no such file (the release's UMT5 text encoder). Download it too, or "
+                "pass `--text_encoder` with a transformers UMT5EncoderModel folder or Hub id (e.g. the text_encoder/ "
+                "of Wan-AI/Wan2.1-T2V-1.3B-Diffusers), or `--text_encoder none` to convert without one."
+            )
     return source
 
 
@@ -319,7 +323,8 @@ def convert_wan_to_sora(
     """Convert the Wan checkpoint `source` (folder or cached Hub id, diffusers or original layout) into a
     `SoraPipeline` folder at `output_dir`, written atomically; returns its path.
 
-    Transformers are saved in `dtype`, the VAE in float32; the text encoder and tokenizer are copied as they are.
+    Transformers are saved in `dtype`, the VAE in float32. The original layout's UMT5 encoder is converted in its
+    file's dtype (bfloat16 in the releases); a `text_encoder` folder and the tokenizer are copied as they are.
     """
     from transformers import AutoTokenizer
 
@@ -332,12 +337,18 @@ def convert_wan_to_sora(
         for folder, config in zip(wan.transformer_dirs, wan.transformer_configs)
     ]
     vae = convert_vae_file(wan.vae_path)
+    text_encoder = convert_text_encoder_file(wan.text_encoder_file) if wan.text_encoder_file is not None else None
     tokenizer = AutoTokenizer.from_pretrained(wan.tokenizer_dir) if wan.tokenizer_dir is not None else None
+    if text_encoder is not None and tokenizer is None:
+        log(
+            f"{wan.path / ORIGINAL_TOKENIZER_SUBFOLDER}: no such folder, so no tokenizer/ is written; load the "
+            "converted pipeline with `tokenizer=AutoTokenizer.from_pretrained('google/umt5-xxl')`"
+        )
     height, width, frames = DEFAULT_SIZES[wan.kind]
     extra = {"transformer_2": transformers[1], "boundary_ratio": wan.boundary_ratio} if len(transformers) == 2 else {}
     pipe = SoraPipeline(
-        tokenizer=tokenizer, text_encoder=None, transformer=transformers[0], vae=vae, scheduler=_scheduler(wan),
-        default_height=height, default_width=width, default_num_frames=frames, **extra,
+        tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformers[0], vae=vae,
+        scheduler=_scheduler(wan), default_height=height, default_width=width, default_num_frames=frames, **extra,
     )  # fmt: skip
 
     def fill(folder: Path) -> None:
@@ -381,6 +392,12 @@ def write_model_card(folder: Path, wan: WanSource, pipe) -> None:
             "UMT5-XXL encoder, or load one with `SoraPipeline.from_pretrained(path, text_encoder=UMT5EncoderModel...)`.\n"
         )
     )
+    encoder = (
+        f"; the UMT5 text encoder, converted from `models_t5_umt5-xxl-enc-bf16.pth`, in "
+        f"{str(pipe.text_encoder.dtype).replace('torch.', '')}"
+        if wan.text_encoder_file is not None and pipe.text_encoder is not None
+        else ""
+    )
     config = pipe.config
     size_text = f"{config.default_width}x{config.default_height}, {config.default_num_frames} frames"
     text = f"""---
@@ -391,7 +408,8 @@ def write_model_card(folder: Path, wan: WanSource, pipe) -> None:
 
 {wan.title} ({size}) converted to `sora_diffusers`' `SoraPipeline` (`DiTVideoTransformer3D` + `SpacetimeVAE`)
 from `{base}` ({wan.layout} layout) with `conversion_scripts/convert_wan_to_sora.py`. The weights are Wan's (Apache
-2.0), renamed, with the transformer in {str(pipe.transformer.dtype).replace("torch.", "")} and the VAE in float32.
+2.0), renamed, with the transformer in {str(pipe.transformer.dtype).replace("torch.", "")} and the VAE in
+float32{encoder}.
 
 Tasks: {tasks}. Trained size: {size_text} (the pipeline's defaults).
 {text_note}
