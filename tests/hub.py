@@ -8,11 +8,13 @@ huggingface_hub resolve a repo id, a `revision` and a `variant` through their ow
 from there at each call).
 
 Pushing: `HubRecorder` stands in for the Hub where the requests would leave the process. Creating a repo is one HTTP
-request, answered by an `httpx2.MockTransport` in the client huggingface_hub makes all its requests with (what its
+request, and checking a README.md's metadata another; both are answered by an `httpx2.MockTransport` in the client huggingface_hub makes all its requests with (what its
 `set_client_factory` installs; the public `huggingface_hub.create_repo` is a method bound at import, which no class
 attribute patch reaches). A commit is
 recorded from its `CommitOperationAdd`/`CommitOperationDelete` list: at `HfApi.create_commit`, and at the streamed
-`pipelined_upload` that `HfApi.upload_folder` uses instead when `hf_xet` is installed. Any other request fails the test.
+`pipelined_upload` that `HfApi.upload_folder` uses instead when `hf_xet` is installed. Any other request is refused as
+huggingface_hub refuses it offline (`HF_HUB_OFFLINE=1`: a download, such as the repo's current model card, then comes
+from the cache), or else fails the test.
 """
 
 import hashlib
@@ -26,6 +28,7 @@ import httpx2
 import huggingface_hub
 import pytest
 from huggingface_hub import CommitInfo, CommitOperationAdd, ModelCard, _upload_pipeline, constants
+from huggingface_hub.errors import OfflineModeIsEnabled
 from huggingface_hub.utils import _http
 
 
@@ -125,6 +128,14 @@ class HubRecorder:
             repo_id = "/".join(part for part in (payload.get("organization"), payload["name"]) if part)
             self.repos.append(repo_id)
             return httpx2.Response(200, json={"url": f"{constants.ENDPOINT}/{repo_id}"})
+        if request.method == "POST" and request.url.path == "/api/validate-yaml":  # `upload_folder` asks for README.md
+            try:
+                ModelCard(json.loads(request.content)["content"])
+            except Exception as error:  # a header that does not parse: the Hub answers 400 with the errors
+                return httpx2.Response(400, json={"errors": [{"message": str(error)}]})
+            return httpx2.Response(200, json={"errors": [], "warnings": []})
+        if constants.HF_HUB_OFFLINE:  # as huggingface_hub's own client refuses it: a download then reads the cache
+            raise OfflineModeIsEnabled(f"Cannot reach {request.url}: offline mode is enabled.")
         raise AssertionError(f"a request the test does not expect: {request.method} {request.url}")
 
     def _record(self, repo_id, operations, commit_message, revision=None, create_pr=False) -> CommitInfo:

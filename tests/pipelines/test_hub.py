@@ -7,13 +7,16 @@ from the commit operations huggingface_hub would send (`tests.hub.HubRecorder`).
 
 import copy
 import warnings
+from pathlib import Path
 
 import diffusers
 import pytest
 import torch
+from huggingface_hub import ModelCard, constants
 from safetensors.torch import load_file
 
-from sora_diffusers import SoraFlowMatchScheduler, SoraPipeline
+from sora_diffusers import SoraFlowMatchScheduler, SoraImageToVideoPipeline, SoraPipeline
+from sora_diffusers.training.cards import DIFFUSERS_PLACEHOLDER
 
 from ..conftest import perturb_
 from ..hub import add_to_hub_cache, use_hub_cache
@@ -197,3 +200,65 @@ def test_repo_naming_a_text_encoder_package_gets_its_text_components(saved, text
         ):
             assert loaded.text_encoder is not None and loaded.config.text_encoder_package == text_package
             assert torch.equal(run(loaded), saved["video"])
+
+
+# ---- pushing to the Hub --------------------------------------------------------------------------------------------
+
+
+def _saved_files(folder) -> set[str]:
+    """What `save_pretrained` wrote into `folder` without a variant."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and ".fp16." not in p.name}
+
+
+def _assert_listed_card(card: ModelCard, pipeline_tag: str) -> None:
+    assert card.data.library_name == "diffusers" and card.data.pipeline_tag == pipeline_tag
+    assert {pipeline_tag, "sora_diffusers", "diffusers", "video-generation"} <= set(card.data.tags)
+    assert DIFFUSERS_PLACEHOLDER not in card.text
+
+
+@pytest.mark.parametrize("how", ["push_to_hub", "save_pretrained"])
+def test_a_push_sends_a_complete_repo_with_a_listed_model_card(saved, make_pipe, hub_push, tmp_path, how):
+    pipe = make_pipe()
+    if how == "push_to_hub":
+        pipe.push_to_hub("me/x")
+    else:
+        pipe.save_pretrained(tmp_path / "out", push_to_hub=True, repo_id="me/x")
+    commit = hub_push.only_commit("me/x")
+
+    # every file save_pretrained writes (model_index.json, each component's config and weights), and the card
+    assert set(commit.files) == _saved_files(saved["main"]) | {"README.md"}
+    index = commit.json("model_index.json")
+    assert index["_class_name"] == "SoraPipeline" and index["transformer"] == [
+        "sora_diffusers.models.transformer_sora", "DiTVideoTransformer3D"
+    ]  # fmt: skip
+    assert commit.deleted == [] and commit.commit_message == "Upload SoraPipeline"
+    if how == "save_pretrained":  # the card is also left in the folder, as diffusers leaves its own
+        assert (tmp_path / "out" / "README.md").read_bytes() == commit.files["README.md"]
+
+    card = commit.card()
+    _assert_listed_card(card, "text-to-video")
+    assert 'pipe = SoraPipeline.from_pretrained("me/x")\nvideo = pipe("' in card.text
+    assert "- `transformer`: `DiTVideoTransformer3D`" in card.text and "- `vae`: `SpacetimeVAE`" in card.text
+
+    # the repo as the Hub would then serve it loads back into the same pipeline
+    add_to_hub_cache(Path(constants.HF_HUB_CACHE), "me/x", commit.files)
+    assert torch.equal(run(SoraPipeline.from_pretrained("me/x")), saved["video"])
+
+
+def test_a_push_keeps_the_card_the_repo_has_and_adds_the_listing(make_pipe, hub_push, offline_hub_cache):
+    readme = "---\nlicense: mit\ntags:\n- shapes\n---\n\n# Shapes model\n\nTrained on circles.\n"
+    add_to_hub_cache(offline_hub_cache, "me/x", {"README.md": readme.encode()})
+    make_pipe().push_to_hub("me/x")
+    card = hub_push.only_commit("me/x").card()
+    _assert_listed_card(card, "text-to-video")
+    assert card.text.strip() == "# Shapes model\n\nTrained on circles." and card.data.license == "mit"
+    assert card.data.tags == ["shapes", "text-to-video", "video-generation", "diffusers", "sora_diffusers"]
+
+
+def test_an_image_to_video_pipeline_is_listed_as_image_to_video(make_pipe, hub_push):
+    SoraImageToVideoPipeline.from_pipe(make_pipe()).push_to_hub("me/i2v")
+    commit = hub_push.only_commit("me/i2v")
+    assert commit.json("model_index.json")["_class_name"] == "SoraImageToVideoPipeline"
+    card = commit.card()
+    _assert_listed_card(card, "image-to-video")
+    assert 'pipe = SoraImageToVideoPipeline.from_pretrained("me/i2v")\n```' in card.text
