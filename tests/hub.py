@@ -150,7 +150,8 @@ class HubRecorder:
         oid = hashlib.sha1(repr(sorted(files)).encode()).hexdigest()
         return CommitInfo(f"{constants.ENDPOINT}/{repo_id}/commit/{oid}", commit_message, "", oid)
 
-    def _create_commit(self, api, repo_id, operations, *, commit_message, revision=None, create_pr=None, **kwargs):
+    def _create_commit(self, repo_id, operations, *, commit_message, revision=None, create_pr=None, **kwargs):
+        # set on the class as this recorder's bound method: the `HfApi` instance is not passed
         return self._record(repo_id, operations, commit_message, revision, create_pr)
 
     def _pipelined_upload(self, api, *, repo_id, add_operations, delete_operations, commit_message, revision=None,

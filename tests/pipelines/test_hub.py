@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import diffusers
+import huggingface_hub
 import pytest
 import torch
 from huggingface_hub import ModelCard, constants
@@ -255,7 +256,10 @@ def test_a_push_keeps_the_card_the_repo_has_and_adds_the_listing(make_pipe, hub_
     assert card.data.tags == ["shapes", "text-to-video", "video-generation", "diffusers", "sora_diffusers"]
 
 
-def test_an_image_to_video_pipeline_is_listed_as_image_to_video(make_pipe, hub_push):
+@pytest.mark.parametrize("xet", [True, False])
+def test_an_image_to_video_pipeline_is_listed_as_image_to_video(make_pipe, hub_push, monkeypatch, xet):
+    """With and without `hf_xet`: `upload_folder` then commits through `create_commit` instead of its pipeline."""
+    monkeypatch.setattr(huggingface_hub.hf_api, "is_xet_available", lambda: xet)
     SoraImageToVideoPipeline.from_pipe(make_pipe()).push_to_hub("me/i2v")
     commit = hub_push.only_commit("me/i2v")
     assert commit.json("model_index.json")["_class_name"] == "SoraImageToVideoPipeline"
