@@ -8,6 +8,8 @@ from types import ModuleType
 import pytest
 import torch
 
+from .hub import HubRecorder, use_hub_cache
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,6 +61,22 @@ def _c2pa_development_certificate(tmp_path_factory):
     patch.setenv("SORA_DIFFUSERS_C2PA_DIR", str(tmp_path_factory.mktemp("c2pa")))
     yield
     patch.undo()
+
+
+@pytest.fixture
+def offline_hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty huggingface_hub cache that `HF_HUB_CACHE` names, with Hub requests off (`HF_HUB_OFFLINE=1`): fill it
+    with `tests.hub.add_to_hub_cache` to load Hub ids from it."""
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    return use_hub_cache(monkeypatch, cache)
+
+
+@pytest.fixture
+def hub_push(offline_hub_cache, monkeypatch) -> HubRecorder:
+    """The Hub's side of a push: records the repos created and the commits' files (`tests.hub.HubRecorder`). Offline
+    and with an empty cache otherwise, so a repo has no model card before the push."""
+    return HubRecorder().install(monkeypatch)
 
 
 @pytest.fixture(autouse=True)

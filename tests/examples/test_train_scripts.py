@@ -13,7 +13,6 @@ import pickle
 import shutil
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -35,6 +34,7 @@ from sora_diffusers.training.conditioning_sampler import (
 from sora_diffusers.training.logging import plot_curve
 
 from ..conftest import load_script
+from ..hub import HubRecorder, add_to_hub_cache, use_hub_cache
 
 
 train_vae = load_script("examples/train_vae.py")
@@ -80,11 +80,16 @@ def vae_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dit_run(vae_run, tmp_path_factory):
-    """A 3-step DiT run on the shapes world with gradient accumulation 2: checkpoint and validation at step 2, EMA."""
+    """A 3-step DiT run on the shapes world with gradient accumulation 2: checkpoint and validation at step 2, EMA;
+    pushed to the Hub as "me/t2v" (what it sent is the fourth item)."""
     out = tmp_path_factory.mktemp("dit")
     argv = [*COMMON_FLAGS, *DIT_FLAGS, "--vae", str(vae_run[0]), "--output_dir", str(out), "--max_train_steps", "3"]
-    result = run(train_text_to_video.main, [*argv, "--gradient_accumulation_steps", "2"])
-    return out, result, argv
+    push = ["--push_to_hub", "--hub_model_id", "me/t2v"]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        use_hub_cache(monkeypatch, tmp_path_factory.mktemp("hub-cache"))
+        hub = HubRecorder().install(monkeypatch)
+        result = run(train_text_to_video.main, [*argv, "--gradient_accumulation_steps", "2", *push])
+    return out, result, argv, hub
 
 
 def _assert_readable_video(path: Path, width: int, height: int) -> None:
@@ -292,7 +297,7 @@ def test_stop_at_step_beyond_max_train_steps_is_rejected(tmp_path):
 
 
 def test_dit_run_writes_checkpoints_validation_and_pipeline(dit_run):
-    out, result, _ = dit_run
+    out, result, _, _ = dit_run
     assert result["global_step"] == 3 and math.isfinite(result["last_record"]["loss"])
     assert (out / "checkpoint-2" / "ema" / "diffusion_pytorch_model.safetensors").is_file()
     _assert_readable_png(out / "loss.png")
@@ -309,8 +314,34 @@ def test_dit_run_writes_checkpoints_validation_and_pipeline(dit_run):
     assert video.frames.shape == (1, 9, 3, 32, 32) and torch.isfinite(video.frames).all()
 
 
+def test_dit_run_pushes_a_complete_pipeline_repo(dit_run, offline_hub_cache):
+    out, _, _, hub = dit_run
+    commit = hub.only_commit("me/t2v")
+    files = set(commit.files)
+    _assert_no_training_state(files)
+    index = commit.json("model_index.json")
+    assert index["_class_name"] == "SoraPipeline" and (out / "checkpoint-2").is_dir()
+    for name in ("transformer", "vae"):
+        assert {f"{name}/config.json", f"{name}/diffusion_pytorch_model.safetensors"} <= files, name
+    assert "scheduler/scheduler_config.json" in files
+    local = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert files == {f for f in local if not f.startswith(("checkpoint-", ".checkpoint-", "logs/"))}
+    assert {"text_encoder/model.safetensors", "tokenizer/tokenizer_config.json"} <= files
+    card = commit.card()
+    assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "text-to-video"
+    assert {"text-to-video", "sora_diffusers", "diffusers-training"} <= set(card.data.tags)
+    assert 'SoraPipeline.from_pretrained("me/t2v")' in card.text
+
+    # the repo as the Hub would serve it loads, with the weights the run saved
+    add_to_hub_cache(offline_hub_cache, "me/t2v", commit.files)
+    pushed = SoraPipeline.from_pretrained("me/t2v")
+    saved = SoraPipeline.from_pretrained(out)
+    for name, value in saved.transformer.state_dict().items():
+        assert torch.equal(pushed.transformer.state_dict()[name], value), name
+
+
 def test_dit_resume_continues_from_the_saved_step(dit_run, tmp_path):
-    out, _, argv = dit_run
+    out, _, argv, _ = dit_run
     shutil.copytree(out, tmp_path / "dit")
     argv = [a if a != str(out) else str(tmp_path / "dit") for a in argv]
     argv[argv.index("--max_train_steps") + 1] = "4"
@@ -353,7 +384,7 @@ def _without_architecture_flags(argv: list[str]) -> list[str]:
 def test_dit_trains_on_from_a_pretrained_transformer(dit_run, tmp_path):
     """--pretrained_transformer (a pipeline folder): the run starts from its weights, not a new model. With lr 0 the
     result is the pretrained transformer itself; with lr > 0 it moves away from it, same architecture."""
-    out, _, argv = dit_run
+    out, _, argv, _ = dit_run
     argv = _without_architecture_flags([a for a in argv if a != str(out)])
     argv = [*argv, "--pretrained_transformer", str(out), "--validation_steps", "0", "--checkpointing_steps", "100"]
     argv[argv.index("--max_train_steps") + 1] = "2"
@@ -402,39 +433,37 @@ def test_pretrained_transformer_refuses_architecture_flags(flags, message, tmp_p
         train_text_to_video.parse_args(argv)
 
 
-def test_push_to_hub_fails_early_with_a_message(vae_run, tmp_path, monkeypatch):
-    import huggingface_hub
-
-    def offline(*args, **kwargs):
-        raise ConnectionError("no network")
-
-    monkeypatch.setattr(huggingface_hub, "create_repo", offline)
+def test_push_to_hub_fails_early_with_a_message(vae_run, tmp_path, hub_push):
+    hub_push.refuse_status = 401  # not logged in
     argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(tmp_path), "--push_to_hub", "--hub_model_id", "me/vae"]
-    with pytest.raises(SystemExit, match="--push_to_hub: cannot create the Hub repo 'me/vae'"):
+    message = "--push_to_hub: cannot create the Hub repo 'me/vae' \\(HfHubHTTPError: Client error '401 Unauthorized'"
+    with pytest.raises(SystemExit, match=message):
         run(train_vae.main, argv)
-    assert not list(tmp_path.glob("checkpoint-*"))
+    assert not list(tmp_path.glob("checkpoint-*")) and hub_push.commits == []
 
 
-def test_push_to_hub_uploads_the_model_with_a_model_card(tmp_path, monkeypatch):
-    import huggingface_hub
-    from huggingface_hub import ModelCard
+def _assert_no_training_state(files: set[str]) -> None:
+    """What `upload_to_hub` leaves out of a push: checkpoints (also half-written ones) and logs."""
+    assert not [f for f in files if f.startswith(("checkpoint-", ".checkpoint-", "logs/"))], sorted(files)
 
-    uploads = []
-    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kw: SimpleNamespace(repo_id=repo_id))
-    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kwargs: uploads.append(kwargs))
+
+def test_push_to_hub_uploads_the_model_with_a_model_card(tmp_path, hub_push):
     argv = [*COMMON_FLAGS, *VAE_FLAGS, "--output_dir", str(tmp_path), "--max_train_steps", "2"]
     run(train_vae.main, [*argv, "--push_to_hub", "--hub_model_id", "me/vae"])
 
-    assert len(uploads) == 1 and uploads[0]["repo_id"] == "me/vae" and uploads[0]["folder_path"] == str(tmp_path)
-    assert {"checkpoint-*", ".checkpoint-*"} <= set(uploads[0]["ignore_patterns"])
-    card = ModelCard.load(tmp_path / "README.md")
+    commit = hub_push.only_commit("me/vae")
+    assert (tmp_path / "checkpoint-2").is_dir()
+    _assert_no_training_state(set(commit.files))
+    assert {"README.md", "config.json", "diffusion_pytorch_model.safetensors"} <= set(commit.files)
+    assert commit.files["README.md"] == (tmp_path / "README.md").read_bytes()
+    card = commit.card()
     assert card.data.license == "apache-2.0" and card.data.library_name == "diffusers"
     assert {"sora_diffusers", "video-autoencoder"} <= set(card.data.tags)
     assert 'SpacetimeVAE.from_pretrained("me/vae")' in card.text
     assert "| `--base_dim` | `8` |" in card.text and "(training, step 2)" in card.text
     assert card.data.pipeline_tag is None and "diffusers-training" in card.data.tags  # a VAE is no pipeline
     assert str(tmp_path) not in card.text  # local paths shown by their name only
-    assert "validation/step-000002_0.mp4" in card.text
+    assert "validation/step-000002_0.mp4" in card.text and "validation/step-000002_0.mp4" in commit.files
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from sora_diffusers import SoraPipeline
 
 from ..conftest import TINY_TRANSFORMER_CONFIG, perturb_
+from ..hub import add_to_hub_cache
 from ._wan_t5_reference import tiny_umt5_tokenizer, tiny_wan_umt5
 from .wan_layouts import (
     WAN21_VAE_TINY,
@@ -218,35 +219,27 @@ def test_dtype_and_reverse_round_trip(wan_folder, tmp_path):
     assert type(wan.transformer).__name__ == "WanTransformer3DModel" and wan.config.expand_timesteps is False
 
 
-def test_push_to_hub_uploads_the_complete_folder(wan_folder, tmp_path, monkeypatch):
-    import huggingface_hub
-
-    calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        calls.append(("create_repo", repo_id, kwargs))
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, repo_id, folder_path, **kwargs):
-        folder = Path(folder_path)
-        index = json.loads((folder / "model_index.json").read_text())
-        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-        calls.append(("upload_folder", repo_id, index, files, (folder / "README.md").read_text()))
-
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+def test_push_to_hub_uploads_the_complete_folder(wan_folder, tmp_path, hub_push, offline_hub_cache):
     path, _, _ = wan_folder
     out = tmp_path / "sora"
     args = ["--source", str(path), "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "me/wan-sora"]
     assert _load_script().main(args) == 0
-    assert [c[:2] for c in calls] == [("create_repo", "me/wan-sora"), ("upload_folder", "me/wan-sora")]
-    _, _, index, files, card = calls[1]
-    assert index["_class_name"] == "SoraPipeline"
-    assert index["transformer"][1] == "DiTVideoTransformer3D"
+    commit = hub_push.only_commit("me/wan-sora")
+    assert set(commit.files) == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert commit.deleted == [] and commit.commit_message == "Add Wan weights converted to sora_diffusers"
+    index = commit.json("model_index.json")
+    assert index["_class_name"] == "SoraPipeline" and index["transformer"][1] == "DiTVideoTransformer3D"
     for component in ("transformer", "vae", "scheduler", "tokenizer", "text_encoder"):
-        assert index[component][0] is not None and any(f.startswith(f"{component}/") for f in files), component
-    assert "transformer/diffusion_pytorch_model.safetensors" in files and "README.md" in files
-    assert "library_name: diffusers" in card and "pipeline_tag: text-to-video" in card
+        assert index[component][0] is not None and any(f.startswith(f"{component}/") for f in commit.files), component
+    assert "transformer/diffusion_pytorch_model.safetensors" in commit.files
+    card = commit.card()
+    assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "text-to-video"
+    assert {"sora_diffusers", "text-to-video"} <= set(card.data.tags)
+
+    # the repo as the Hub would serve it loads, with the converted weights
+    add_to_hub_cache(offline_hub_cache, "me/wan-sora", commit.files)
+    pushed, local = SoraPipeline.from_pretrained("me/wan-sora"), SoraPipeline.from_pretrained(out)
+    assert all(torch.equal(pushed.transformer.state_dict()[k], v) for k, v in local.transformer.state_dict().items())
     with pytest.raises(SystemExit) as exit_info:
         _load_script().main(["--source", str(path), "--output_dir", str(out), "--push_to_hub"])
     assert exit_info.value.code == 2

@@ -2,10 +2,8 @@
 loads into our converted transformer and computes what Wan computes with it; diffusers' adapter API works on top."""
 
 import copy
-import hashlib
 import os
 
-import huggingface_hub
 import pytest
 import safetensors.torch
 import torch
@@ -23,6 +21,7 @@ from sora_diffusers.loaders.original_checkpoint import (
 from sora_diffusers.models.transformer_sora import DiTVideoTransformer3D
 
 from ..conftest import TINY_TRANSFORMER_CONFIG, perturb_
+from ..hub import add_to_hub_cache
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -245,37 +244,9 @@ def test_save_is_atomic(lora, tmp_path):
         SoraPipeline.save_lora_weights(tmp_path, transformer_lora_layers={})
 
 
-def _hub_cache(root, repo_id: str, files: dict[str, bytes]) -> str:
-    """huggingface_hub's cache layout: blobs named by content hash, snapshots/<sha>/ linking to them, refs/main."""
-    repo = root / f"models--{repo_id.replace('/', '--')}"
-    sha = hashlib.sha1(repo_id.encode()).hexdigest()
-    for name, content in files.items():
-        blob = repo / "blobs" / hashlib.sha256(content).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(content)
-        link = repo / "snapshots" / sha / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(os.path.relpath(blob, link.parent), link)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(sha)
-    return sha
-
-
-@pytest.fixture
-def offline_hub_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # huggingface_hub reads both into its constants at import time
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
 def test_hub_id_loads_from_the_local_cache_offline(pipe, lora, offline_hub_cache):
     content = (lora["folder"] / FILE).read_bytes()
-    _hub_cache(offline_hub_cache, "sora-test/tiny-lora", {FILE: content, "v2/style.safetensors": content})
+    add_to_hub_cache(offline_hub_cache, "sora-test/tiny-lora", {FILE: content, "v2/style.safetensors": content})
 
     pipe.load_lora_weights("sora-test/tiny-lora", adapter_name="guessed")  # no weight_name: the cached snapshot's
     _assert_parity(_run(pipe.transformer), lora["out"])

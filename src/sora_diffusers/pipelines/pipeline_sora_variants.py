@@ -21,6 +21,8 @@ EXTENSION_MODES = ("forward", "backward", "loop", "connect")
 class SoraImageToVideoPipeline(SoraPipeline):
     """Animate an image: the image is the first frame of the video."""
 
+    _hub_pipeline_tag = "image-to-video"
+
     def __call__(
         self,
         image: Any,

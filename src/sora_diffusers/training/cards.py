@@ -21,6 +21,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 
 import torch
+from diffusers.utils.hub_utils import populate_model_card
 from huggingface_hub import ModelCard, ModelCardData
 
 
@@ -35,6 +36,8 @@ MODEL_CLASSES = {
 }
 DEFAULT_EXAMPLE_PROMPT = "a red circle moves to the right on a black background"  # a shapes-world caption
 DEFAULT_MODEL_PATH = "path/to/this/model"  # in the snippet, when the card does not know its repo id
+# What diffusers' `load_or_create_model_card` (0.2x to 0.42) writes into the card it makes for a repo that has none.
+DIFFUSERS_PLACEHOLDER = "This model card has been automatically generated."
 
 # Rendered by `ModelCard.from_template` (plain jinja2.Template: no trim_blocks, so `{%-` and `-%}` strip newlines).
 MODEL_CARD_TEMPLATE = """---
@@ -242,6 +245,80 @@ def create_model_card(
         eval_rows=_eval_rows(eval_results),
         license=license,
     )
+
+
+def complete_pipeline_card(
+    card: ModelCard, pipeline, repo_id: str, pipeline_tag: str | None = "text-to-video"
+) -> ModelCard:
+    """The model card diffusers' `push_to_hub` writes for a pipeline, completed so the Hub lists it and a reader can
+    load it: what `SoraPipeline.push_to_hub` and `save_pretrained(..., push_to_hub=True)` upload as README.md.
+
+    The metadata gets `library_name: diffusers` (diffusers' `populate_model_card`), `pipeline_tag` unless the card has
+    one, and whichever of `pipeline_tag` and `DEFAULT_TAGS` its tags lack. A card diffusers made for a repo without
+    one (its placeholder description, `DIFFUSERS_PLACEHOLDER`) is rendered again from the same template
+    (huggingface_hub's default model card) with what the pipeline holds and how to load it; a card the repo already
+    had keeps its text.
+
+    Args:
+        card (`huggingface_hub.ModelCard`): the card diffusers wrote (`load_or_create_model_card`).
+        pipeline (`SoraPipeline` or a subclass): the pipeline being pushed.
+        repo_id (`str`): the repo it goes to, for the "How to Get Started" snippet.
+        pipeline_tag (`str`, *optional*): the Hub task, e.g. `"text-to-video"` or `"image-to-video"`.
+    """
+    _check_text("repo_id", repo_id)
+    tags = [*([pipeline_tag] if pipeline_tag else []), *DEFAULT_TAGS]
+    card = populate_model_card(card, tags=[tag for tag in tags if tag not in (card.data.tags or [])])
+    if card.data.pipeline_tag is None:
+        card.data.pipeline_tag = pipeline_tag
+    if DIFFUSERS_PLACEHOLDER in card.text:
+        card = ModelCard.from_template(
+            card.data,
+            model_id=repo_id,
+            model_description=_pipeline_description(pipeline, pipeline_tag),
+            get_started_code=_pipeline_snippet(pipeline, repo_id),
+        )
+    return card
+
+
+def _pipeline_description(pipeline, pipeline_tag: str | None) -> str:
+    """Which pipeline, and each component's class (and parameter count), as markdown."""
+    kind = f"A {pipeline_tag} pipeline" if pipeline_tag else "A pipeline"
+    lines = [f"{kind} for 🧨 diffusers, written with `sora_diffusers` (`{type(pipeline).__name__}`). Components:", ""]
+    for name, component in pipeline.components.items():
+        if component is None:
+            continue
+        size = ""
+        if isinstance(component, torch.nn.Module):
+            size = f", {_count(sum(p.numel() for p in component.parameters()))} parameters in {component.dtype}"
+        lines.append(f"- `{name}`: `{type(component).__name__}`{size}".replace("torch.", ""))
+    package = pipeline.config.get("text_encoder_package")
+    if pipeline.text_encoder is None and package:
+        lines += ["", f"The tokenizer and text encoder are not stored here: `from_pretrained` loads them from the pip "
+                  f"package `{package}` (`text_encoder_package` in model_index.json)."]  # fmt: skip
+    elif pipeline.text_encoder is None:
+        lines += ["", "There is no text encoder here: pass `prompt_embeds` (and `negative_prompt_embeds` when "
+                  "`guidance_scale` > 1) instead of a prompt."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _pipeline_snippet(pipeline, repo_id: str) -> str:
+    """How to load the pushed repo (in the transformer's dtype), and for a text-to-video pipeline, a call."""
+    cls = type(pipeline).__name__
+    dtype = pipeline.transformer.dtype if pipeline.transformer is not None else torch.float32
+    dtype_arg = "" if dtype == torch.float32 else f", dtype={dtype}"
+    lines = ["```python", "import torch", f"from sora_diffusers import {cls}", ""]
+    lines.append(f'pipe = {cls}.from_pretrained("{repo_id}"{dtype_arg})')
+    if cls == "SoraPipeline" and (pipeline.text_encoder is not None or pipeline.config.get("text_encoder_package")):
+        lines.append(f'video = pipe("{DEFAULT_EXAMPLE_PROMPT}", generator=torch.manual_seed(0)).frames[0]')
+    return "\n".join([*lines, "```"])
+
+
+def _count(n: int) -> str:
+    """A parameter count as the Hub shows one: 1.3B, 25.2M, 12.3K."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
 
 
 def describe_hardware(device: torch.device | str = "cpu", num_processes: int = 1) -> str:
