@@ -1,3 +1,5 @@
+import os
+import signal
 import time
 
 import numpy as np
@@ -15,7 +17,7 @@ from sora_diffusers.utils.export import (
     load_video_frames,
 )
 
-from .conftest import perturb_
+from .conftest import ffmpeg_children, perturb_
 from .models.test_autoencoder_spacetime import TINY_VAE_CONFIG
 
 
@@ -161,34 +163,26 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
     assert _listing(tmp_path) == [target.name]
 
 
-def test_ffmpeg_failing_midway_leaves_no_file(tmp_path, monkeypatch):
-    """The real mp4 writer dies after two frames, once ffmpeg has started the file: afterwards nothing is left."""
-    import imageio.v2 as imageio
-
-    real_get_writer = imageio.get_writer
+def test_ffmpeg_dying_midway_is_an_oserror_and_leaves_no_file(tmp_path):
+    """ffmpeg is killed once it has started the file: the export says so, names the file, and nothing is left."""
+    target = tmp_path / "video.mp4"
+    target.write_bytes(b"the previous video")
     on_disk_when_failing = []
 
-    def get_failing_writer(*args, **kwargs):
-        writer = real_get_writer(*args, **kwargs)
-        append_data = writer.append_data
-        frames_written = []
+    def frames_while_ffmpeg_dies():
+        yield _solid_red(2)
+        on_disk_when_failing.extend(_wait_for_a_file(tmp_path, count=2))
+        (encoder,) = ffmpeg_children(os.getpid())
+        os.kill(encoder, signal.SIGKILL)
+        for _ in range(50):  # more than a pipe's buffer: the write meets the closed pipe
+            yield _solid_red(8)
 
-        def append_then_fail(frame):
-            append_data(frame)
-            frames_written.append(frame)
-            if len(frames_written) == 2:
-                on_disk_when_failing.extend(_wait_for_a_file(tmp_path))
-                raise RuntimeError("encoder crashed")
+    with pytest.raises(OSError, match=r"ffmpeg could not write video\.mp4 \(exit status -9\)"):
+        export_to_video(frames_while_ffmpeg_dies(), target)
 
-        writer.append_data = append_then_fail
-        return writer
-
-    monkeypatch.setattr(imageio, "get_writer", get_failing_writer)
-    with pytest.raises(RuntimeError, match="encoder crashed"):
-        export_to_video(_solid_red(), tmp_path / "video.mp4")
-
-    assert len(on_disk_when_failing) == 1 and on_disk_when_failing[0] != "video.mp4", on_disk_when_failing
-    assert _listing(tmp_path) == []
+    assert len(on_disk_when_failing) == 2, on_disk_when_failing
+    assert target.read_bytes() == b"the previous video"
+    assert _listing(tmp_path) == [target.name] and ffmpeg_children(os.getpid()) == []
 
 
 def _wait_for_a_file(directory, timeout_s: float = 10.0, count: int = 1) -> list[str]:

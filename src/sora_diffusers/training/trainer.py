@@ -6,6 +6,7 @@ models: `step_fn(batch, step)`, returning scalar tensors with "loss" among them,
 """
 
 import argparse
+import inspect
 import logging
 import os
 import sys
@@ -21,6 +22,7 @@ from accelerate.utils import DistributedDataParallelKwargs, DistributedType, Pro
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
+from ..utils.atomic import atomic_entries
 from .buckets import BucketBatchSampler
 from .cards import describe_hardware
 from .checkpoints import (
@@ -369,16 +371,25 @@ class Trainer:
                 plot_curve(steps, losses, Path(self.args.output_dir) / "loss.png")
         accelerator.wait_for_everyone()
 
-    def save_final_model(self, save_fn: Callable[[torch.nn.Module], None], model_card: dict | None = None) -> None:
+    def save_final_model(self, save_fn: Callable[..., None], model_card: dict | None = None) -> None:
         """On the main process: the EMA weights put into the trained module (`ema_model` of `prepare`), `save_fn` of
         it, then, with `--push_to_hub`, a model card (`hub.save_model_card(**model_card)`: `description`, `model_class`,
-        `pipeline_tag`, `tags`) and the upload of `--output_dir`."""
+        `pipeline_tag`, `tags`) and the upload of `--output_dir`.
+
+        `save_fn(final, folder)` writes into `folder`, a staging folder inside `--output_dir` whose files and folders
+        then replace their namesakes in `--output_dir` (`utils.atomic.atomic_entries`: a run killed while saving
+        leaves the previous model, or none, never half of one). `save_fn(final)`, with one parameter, writes where it
+        likes (atomically if it uses `utils.atomic`, as `save_lora_weights` does)."""
         self.accelerator.wait_for_everyone()
         if self.is_main_process:
             final = self.ema_model
             if self.ema is not None:
                 self.ema.copy_to(final.parameters())
-            save_fn(final)
+            if len(inspect.signature(save_fn).parameters) >= 2:
+                with atomic_entries(self.args.output_dir) as staging:
+                    save_fn(final, staging)
+            else:
+                save_fn(final)
             if self.repo_id is not None:
                 card = {
                     "description": f"Trained with sora_diffusers for {self.global_step} steps.",
