@@ -6,8 +6,8 @@ bucketed data crossing epochs, random image batches, crops and posterior samples
 two kept, so older ones are deleted while the run goes on), a validation video (ffmpeg) and latent statistics at the
 end. First an uninterrupted run, keeping every checkpoint; then the same run killed `--kills` times at seeded random
 points (`plan_kill`): a third of the kills wait for a checkpoint save to start and land inside it, the rest come after
-a random delay (during start-up, a step or a save, wherever that falls); once every step is checkpointed, kills wait
-for the validation video (ffmpeg running), the final model's save or come during start-up. After each kill:
+a random delay (during start-up, a step or a save, wherever that falls); from the last step on, kills wait for the
+validation video (ffmpeg running), the final model's save or come during start-up. After each kill:
 
 - what was being written when it died (a checkpoint's temp folder, the final model's staging folder, a validation
   video's temporary) is recorded, and no ffmpeg it started may outlive it by more than 2 s;
@@ -248,11 +248,11 @@ def plan_kill(rng, resumed_from: int, steps: int, startup_s: float, step_s: floa
     """(aim, delay, within): what the kill waits for, the delay of a random kill, a pause once the awaited write
     started. Before the last step: a third of the kills wait for a checkpoint save (of a step after the next, so every
     such attempt makes a step of progress), the rest come after a random delay of up to start-up and three steps (or
-    what is left). Once every step is checkpointed: the validation video, the final save, or start-up."""
+    what is left). From the last step on: the validation video, the final save, or start-up."""
     within = float(rng.uniform(0, 0.05))
     if last:
         return "end", 0.0, 0.0
-    if resumed_from >= steps:
+    if resumed_from >= steps - 1:  # the last step, then the end (a random delay would rarely get past the step)
         return str(rng.choice(["validation video", "final model save", "start-up"])), rng.uniform(0, startup_s), within
     if resumed_from + 1 < steps and rng.random() < SAVE_SHARE:
         return "checkpoint save", 0.0, within
