@@ -5,9 +5,10 @@ The run is `examples/train_vae.py` on a tiny VAE (CPU, one thread): model, AdamW
 bucketed data crossing epochs, random image batches, crops and posterior samples, a checkpoint every step (at most
 two kept, so older ones are deleted while the run goes on), a validation video (ffmpeg) and latent statistics at the
 end. First an uninterrupted run, keeping every checkpoint; then the same run killed `--kills` times at seeded random
-points (`plan_kill`): a third of the kills wait for a checkpoint save to start and land inside it, the rest come after
-a random delay (during start-up, a step or a save, wherever that falls); from the last step on, kills wait for the
-validation video (ffmpeg running), the final model's save or come during start-up. After each kill:
+points (`plan_kill`): the first two kills and a third of the rest wait for a checkpoint save to start and land inside
+it, others come after a random delay (during start-up, a step or a save, wherever that falls); from the last step on,
+kills wait for the validation video (ffmpeg running), the final model's save or come during start-up. After each
+kill:
 
 - what was being written when it died (a checkpoint's temp folder, the final model's staging folder, a validation
   video's temporary) is recorded, and no ffmpeg it started may outlive it by more than 2 s;
@@ -241,20 +242,21 @@ def losses(output_dir: Path) -> list[tuple]:
     return [tuple((k, v) for k, v in sorted(r.items()) if k not in TIMINGS) for r in records]
 
 
-# ---- where to kill ---------------------------------------------------------------------------------------------------
+# ---- where to kill --------------------------------------------------------------------------------------------------
 
 
-def plan_kill(rng, resumed_from: int, steps: int, startup_s: float, step_s: float, last: bool):
+def plan_kill(rng, resumed_from: int, steps: int, startup_s: float, step_s: float, last: bool, index: int):
     """(aim, delay, within): what the kill waits for, the delay of a random kill, a pause once the awaited write
-    started. Before the last step: a third of the kills wait for a checkpoint save (of a step after the next, so every
-    such attempt makes a step of progress), the rest come after a random delay of up to start-up and three steps (or
-    what is left). From the last step on: the validation video, the final save, or start-up."""
+    started. Before the last step: the first two kills and a third of the others wait for a checkpoint save (of a step
+    after the next, so every such attempt makes a step of progress), the rest come after a random delay of up to
+    start-up and three steps (or what is left). From the last step on: the validation video, the final save, or
+    start-up."""
     within = float(rng.uniform(0, 0.05))
     if last:
         return "end", 0.0, 0.0
     if resumed_from >= steps - 1:  # the last step, then the end (a random delay would rarely get past the step)
         return str(rng.choice(["validation video", "final model save", "start-up"])), rng.uniform(0, startup_s), within
-    if resumed_from + 1 < steps and rng.random() < SAVE_SHARE:
+    if resumed_from + 1 < steps and (rng.random() < SAVE_SHARE or index < 2):
         return "checkpoint save", 0.0, within
     return "random", float(rng.uniform(0, startup_s + min(3, steps - resumed_from) * step_s * 0.9)), 0.0
 
@@ -305,7 +307,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     kills, resumes, orphans, completed = [], [], [], 0
     for index in range(3 * args.kills + 1):
         resumed_from, last = latest_step(killed_dir), len(kills) == args.kills
-        aim, delay, within = plan_kill(rng, resumed_from, steps, startup_s, step_s, last)
+        aim, delay, within = plan_kill(rng, resumed_from, steps, startup_s, step_s, last, len(kills))
         attempt = Attempt(argv, work / f"attempt-{index:03d}.log", args.start, script)
         watch = FfmpegWatch(attempt.pid)
         while attempt.poll() is None and not kill_now(aim, attempt, killed_dir, resumed_from, delay):

@@ -64,7 +64,7 @@ def _fail_before_rename(monkeypatch, target: Path) -> None:
     monkeypatch.setattr(atomic, "_fsync_tree", full)
 
 
-# ---- the helper -------------------------------------------------------------------------------------------------------
+# ---- the helper -----------------------------------------------------------------------------------------------------
 
 
 def test_temporary_names_say_target_and_writer(tmp_path):
