@@ -60,7 +60,6 @@ import argparse
 import inspect
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -78,6 +77,7 @@ from sora_diffusers.default_model import load_default_pipeline
 from sora_diffusers.eval import evaluate_clip, seam_continuity
 from sora_diffusers.eval.segmentation import as_video_array
 from sora_diffusers.pipelines import SoraImageToVideoPipeline, SoraPipeline, SoraVideoExtensionPipeline
+from sora_diffusers.utils.atomic import write_text
 from sora_diffusers.utils.export import export_to_video
 
 
@@ -532,13 +532,8 @@ def _json_ready(value):
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write atomically: a temporary file beside `path`, then `os.replace`, so a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(json.dumps(_json_ready(data), indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Write atomically (`sora_diffusers.utils.atomic`), so a reader never sees half a file."""
+    write_text(path, json.dumps(_json_ready(data), indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

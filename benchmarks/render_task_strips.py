@@ -13,7 +13,6 @@ connect, the last five conditioned on a rendered shapes-world scene (a held-out 
 """
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from sora_diffusers.data import canonical_caption, render_clip
 from sora_diffusers.data.shapes import sample_clip_spec
 from sora_diffusers.default_model import load_default_pipeline
 from sora_diffusers.pipelines import SoraImageToVideoPipeline, SoraPipeline, SoraVideoExtensionPipeline
+from sora_diffusers.utils.atomic import atomic_path
 
 
 TASKS = ("text_to_video", "image", "image_to_video", "extend_forward", "extend_backward", "loop", "connect")
@@ -118,13 +118,9 @@ def strip(task: str, prompt: str, video: np.ndarray, given: set[int], count: int
 
 
 def save_png(image: PIL.Image.Image, path: Path) -> None:
-    """Write atomically: a temp file beside `path`, then rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Write atomically: a temp file beside `path`, then rename (`sora_diffusers.utils.atomic`)."""
+    with atomic_path(path) as temporary:
         image.save(temporary, format="PNG", optimize=True)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def main(argv=None) -> list[Path]:

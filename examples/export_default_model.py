@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from sora_diffusers import SoraPipeline
 from sora_diffusers.default_model import TEXT_ENCODER_PACKAGE, load_default_pipeline
 from sora_diffusers.pipelines.text_encoder_package import TEXT_COMPONENTS, load_text_components
 from sora_diffusers.training.models import load_vae
+from sora_diffusers.utils.atomic import atomic_entries
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -131,9 +131,9 @@ def export(
         pipe.vae.to(dtype)
 
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}-") as staging:
-        staging = Path(staging)
+    # staged inside output_dir, then each model entry renamed into place (`atomic_entries`); the folder's other files
+    # (README.md, __init__.py) stay
+    with atomic_entries(output_dir) as staging:
         with quiet_diffusers():  # "text_encoder=None cannot be saved": intended
             pipe.save_pretrained(staging, safe_serialization=True)
         for config in staging.rglob("*.json"):  # `_name_or_path` is the training machine's folder: no use to anyone
@@ -149,17 +149,11 @@ def export(
         parameters = {
             name: sum(p.numel() for p in getattr(reloaded, name).parameters()) for name in ("transformer", "vae")
         }
-        for name in MODEL_ENTRIES:  # replace the old model entry by entry; each move is a rename on one filesystem
-            target = output_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-            (staging / name).rename(target)
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [output_dir / name for name in MODEL_ENTRIES]:  # staged files are private (0600): make them readable
-        for item in [path, *path.rglob("*")]:
+        for extra in [p for p in staging.iterdir() if p.name not in MODEL_ENTRIES]:
+            shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+        umask = os.umask(0)
+        os.umask(umask)
+        for item in [*staging.rglob("*")]:  # safetensors writes private files (0600): make them readable
             item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
     index = json.loads((output_dir / "model_index.json").read_text())
     return {"output_dir": str(output_dir), "size_mb": round(size_mb, 2), "parameters": parameters, "index": index}

@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
     def validate_fn(step: int) -> None:
         generate_validation(pipe, args, clip, caption, step)
 
-    # 5. The whole pipeline, with the EMA weights and full-precision frozen models, into --output_dir
-    def save(final: DiTVideoTransformer3D) -> None:
+    # 5. The whole pipeline, with the EMA weights and full-precision frozen models, into --output_dir (through a
+    # staging folder, moved into place once complete)
+    def save(final: DiTVideoTransformer3D, folder: Path) -> None:
         frozen_vae, frozen_text_encoder = vae, text_encoder
         if dtype != torch.float32:  # save the frozen models as loaded, not as cast for training
             frozen_vae, _, frozen_text_encoder = load_frozen(args, "cpu", torch.float32)
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
             tokenizer, frozen_text_encoder, final, frozen_vae, SoraFlowMatchScheduler(shift=args.scheduler_shift),
             default_height=args.validation_height, default_width=args.validation_width,
             default_num_frames=args.validation_num_frames,
-        ).save_pretrained(args.output_dir)  # fmt: skip
+        ).save_pretrained(folder)  # fmt: skip
         logger.info(f"Saved the pipeline to {args.output_dir}")
 
     if trainer.train(step_fn, validate_fn):

@@ -223,13 +223,13 @@ def main(argv: list[str] | None = None) -> dict:
             logger.info(f"step {step}: validation PSNR {np.mean(scores):.2f} dB")
 
     # 5. Final model: EMA weights, latent statistics measured on the data (a frozen encoder keeps its own), saved
-    def save(final: SpacetimeVAE) -> None:
+    def save(final: SpacetimeVAE, folder: Path) -> None:
         final.eval()
         if not args.train_decoder_only:
             stats_data, _ = build_dataset(args, group_size=1, random_start=False)
             mean, std = measure_latent_stats(final, stats_data, args.stats_num_samples, trainer.device)
             final.register_to_config(latents_mean=mean, latents_std=std)
-        final.save_pretrained(args.output_dir)
+        final.save_pretrained(folder)  # staged: the files replace those of --output_dir once all are written
         std = final.config.latents_std or [float("nan")]
         logger.info(f"Saved the VAE to {args.output_dir} (latent std {min(std):.3g} .. {max(std):.3g})")
 

@@ -41,6 +41,40 @@ def load_script(relative_path: str) -> ModuleType:
     return module
 
 
+def ffmpeg_children(pid: int) -> list[int]:
+    """PIDs of the live ffmpeg processes whose parent is `pid`, from /proc (psutil is not a dependency)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        command, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        if command.startswith("ffmpeg") and int(fields[1]) == pid and fields[0] not in "ZX":
+            found.append(int(entry.name))
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (ended, not yet reaped by its parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def dead_pid() -> int:
+    """The PID of a process that has ended: a writer killed before it could clean up."""
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op thread for a module's tiny models: they gain nothing from a second thread, and on a busy 2-core

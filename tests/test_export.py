@@ -1,4 +1,10 @@
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -15,7 +21,7 @@ from sora_diffusers.utils.export import (
     load_video_frames,
 )
 
-from .conftest import perturb_
+from .conftest import ffmpeg_children, is_running, perturb_
 from .models.test_autoencoder_spacetime import TINY_VAE_CONFIG
 
 
@@ -161,34 +167,75 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
     assert _listing(tmp_path) == [target.name]
 
 
-def test_ffmpeg_failing_midway_leaves_no_file(tmp_path, monkeypatch):
-    """The real mp4 writer dies after two frames, once ffmpeg has started the file: afterwards nothing is left."""
-    import imageio.v2 as imageio
-
-    real_get_writer = imageio.get_writer
+def test_ffmpeg_dying_midway_is_an_oserror_and_leaves_no_file(tmp_path):
+    """ffmpeg is killed once it has started the file: the export says so, names the file, and nothing is left."""
+    target = tmp_path / "video.mp4"
+    target.write_bytes(b"the previous video")
     on_disk_when_failing = []
 
-    def get_failing_writer(*args, **kwargs):
-        writer = real_get_writer(*args, **kwargs)
-        append_data = writer.append_data
-        frames_written = []
+    def frames_while_ffmpeg_dies():
+        yield _solid_red(2)
+        on_disk_when_failing.extend(_wait_for_a_file(tmp_path, count=2))
+        (encoder,) = ffmpeg_children(os.getpid())
+        os.kill(encoder, signal.SIGKILL)
+        for _ in range(50):  # more than a pipe's buffer: the write meets the closed pipe
+            yield _solid_red(8)
 
-        def append_then_fail(frame):
-            append_data(frame)
-            frames_written.append(frame)
-            if len(frames_written) == 2:
-                on_disk_when_failing.extend(_wait_for_a_file(tmp_path))
-                raise RuntimeError("encoder crashed")
+    with pytest.raises(OSError, match=r"ffmpeg could not write video\.mp4 \(exit status -9\)"):
+        export_to_video(frames_while_ffmpeg_dies(), target)
 
-        writer.append_data = append_then_fail
-        return writer
+    assert len(on_disk_when_failing) == 2, on_disk_when_failing
+    assert target.read_bytes() == b"the previous video"
+    assert _listing(tmp_path) == [target.name] and ffmpeg_children(os.getpid()) == []
 
-    monkeypatch.setattr(imageio, "get_writer", get_failing_writer)
-    with pytest.raises(RuntimeError, match="encoder crashed"):
-        export_to_video(_solid_red(), tmp_path / "video.mp4")
 
-    assert len(on_disk_when_failing) == 1 and on_disk_when_failing[0] != "video.mp4", on_disk_when_failing
-    assert _listing(tmp_path) == []
+_KILLED_EXPORT = """
+import os, sys, time
+import numpy as np
+from sora_diffusers.utils.export import export_to_video
+
+def frames():  # a long video, streamed: the export is still running when the test kills this process
+    for index in range(100_000):
+        if index == 1:  # ffmpeg is running; a forked process (a data loader's worker) inherits our end of its pipe
+            holder = os.fork()
+            if holder == 0:
+                time.sleep(60)
+                os._exit(0)
+            print(holder, flush=True)
+        yield np.full((4, 64, 64, 3), index % 256, dtype=np.uint8)
+        time.sleep(0.01)
+
+export_to_video(frames(), sys.argv[1], c2pa=False)
+"""
+
+
+def test_a_killed_export_leaves_no_ffmpeg_and_its_temporary_goes_with_the_next_export(tmp_path):
+    """SIGKILL mid-export: ffmpeg ends with its parent, even though another process still holds its input pipe
+    open (so it never reads the end of its input), and the next export to the file removes the partial one."""
+    target = tmp_path / "long.mp4"
+    env = {**os.environ, "PYTHONPATH": str(Path(export.__file__).parents[2])}
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_EXPORT, str(target)], stdout=subprocess.PIPE, env=env)
+    holder = None
+    try:
+        holder = int(child.stdout.readline())
+        (encoder,) = ffmpeg_children(child.pid)
+        assert len(_wait_for_a_file(tmp_path)) == 1  # ffmpeg has started the temporary file
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        deadline = time.monotonic() + 5
+        while is_running(encoder) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not is_running(encoder), "ffmpeg outlived the process that was exporting"
+    finally:
+        child.kill()
+        child.wait()
+        if holder:
+            os.kill(holder, signal.SIGKILL)
+    (partial,) = _listing(tmp_path)
+    assert re.fullmatch(rf"\.long\.mp4\.tmp-{child.pid}-[0-9a-f]{{8}}\.mp4", partial), partial
+
+    export_to_video(_solid_red(), target, c2pa=False)
+    assert _listing(tmp_path) == ["long.mp4"] and len(load_video_frames(target)) == T
 
 
 def _wait_for_a_file(directory, timeout_s: float = 10.0, count: int = 1) -> list[str]:

@@ -22,6 +22,7 @@ import PIL.Image
 import torch
 
 from sora_diffusers.data import BackgroundSpec, ClipSpec, ObjectSpec, render_clip, write_video
+from sora_diffusers.utils.atomic import atomic_path
 
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +48,8 @@ def circle_path(color: str, num_frames: int) -> np.ndarray:
 
 def make_videos(output_dir: Path) -> list[Path]:
     red, blue = circle_path("red", 25), circle_path("blue", 25)
-    PIL.Image.fromarray(red[0]).save(output_dir / "first.png", optimize=True)
+    with atomic_path(output_dir / "first.png") as temporary:
+        PIL.Image.fromarray(red[0]).save(temporary, format="PNG", optimize=True)
     return [
         output_dir / "first.png",
         write_video(output_dir / "clip.mp4", red[:17], fps=FPS),

@@ -33,7 +33,7 @@ from sora_diffusers.training.conditioning_sampler import (
 )
 from sora_diffusers.training.logging import plot_curve
 
-from ..conftest import load_script
+from ..conftest import dead_pid, load_script
 from ..hub import HubRecorder, add_to_hub_cache, use_hub_cache
 
 
@@ -182,7 +182,8 @@ def test_vae_resume_passes_over_partial_temp_and_corrupt_checkpoints(vae_resumed
     shutil.copytree(resumed, out)
     shutil.copytree(out / "checkpoint-4", out / "checkpoint-6")
     (out / "checkpoint-6" / "checkpoint.json").unlink()  # no marker: not written to the end
-    shutil.copytree(out / "checkpoint-4", out / ".checkpoint-8.tmp-99999")  # a killed save
+    killed = f".checkpoint-8.tmp-{dead_pid()}"
+    shutil.copytree(out / "checkpoint-4", out / killed)  # a killed save
     weights = out / "checkpoint-4" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
 
@@ -192,7 +193,7 @@ def test_vae_resume_passes_over_partial_temp_and_corrupt_checkpoints(vae_resumed
     assert result["first_step"] == 2 and result["global_step"] == 4
     assert "Skipping checkpoint-6: no checkpoint.json" in caplog.text
     assert "checkpoint-4 is corrupt: model.safetensors" in caplog.text
-    assert "Removing .checkpoint-8.tmp-99999" in caplog.text and not (out / ".checkpoint-8.tmp-99999").exists()
+    assert f"Removed {killed}: a stopped run did not finish it" in caplog.text and not (out / killed).exists()
     assert (out / "checkpoint-4" / "checkpoint.json").is_file()  # written again, complete
     model = "diffusion_pytorch_model.safetensors"
     assert _same_weights(out / model, straight / model)

@@ -4,7 +4,8 @@ one before."""
 
 import json
 import logging
-import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,8 @@ from sora_diffusers.training.checkpoints import (
     temp_folders,
     verify_checkpoint,
 )
+
+from ..conftest import dead_pid
 
 
 class _OneProcess(SimpleNamespace):
@@ -88,19 +91,29 @@ def test_latest_skips_a_checkpoint_without_its_marker(tmp_path, caplog):
         _resume(tmp_path, str(partial))
 
 
-def test_a_temp_folder_is_ignored_and_removed_by_the_next_save(tmp_path):
+def test_a_temp_folder_is_ignored_and_removed_by_the_next_save_unless_its_writer_runs(tmp_path):
     _save(tmp_path, 2)
-    killed = tmp_path / ".checkpoint-4.tmp-99999"  # a save a killed run did not finish: files, no marker
+    killed = tmp_path / f".checkpoint-4.tmp-{dead_pid()}"  # a save a killed run did not finish: files, no marker
     killed.mkdir()
     _write(killed)
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running = tmp_path / f".checkpoint-4.tmp-{writer.pid}"  # another run saving into this folder right now
+        running.mkdir()
 
-    assert temp_folders(tmp_path) == [killed]
-    assert list_checkpoints(tmp_path) == [tmp_path / "checkpoint-2"]
-    assert _resume(tmp_path) == (2, [tmp_path / "checkpoint-2"])
+        assert temp_folders(tmp_path) == sorted([killed, running])
+        assert temp_folders(tmp_path, stale_only=True) == [killed]
+        assert list_checkpoints(tmp_path) == [tmp_path / "checkpoint-2"]
+        assert _resume(tmp_path) == (2, [tmp_path / "checkpoint-2"])
 
-    _save(tmp_path, 4)
-    assert not killed.exists() and not temp_folders(tmp_path)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-4"]
+        _save(tmp_path, 4)
+        assert not killed.exists() and temp_folders(tmp_path) == [running]
+        assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-4"]
+    finally:
+        writer.kill()
+        writer.wait()
+    _save(tmp_path, 6)
+    assert not temp_folders(tmp_path)
 
 
 def test_old_checkpoints_are_deleted_only_after_the_new_one_is_complete(tmp_path):
@@ -114,7 +127,7 @@ def test_old_checkpoints_are_deleted_only_after_the_new_one_is_complete(tmp_path
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(ACCELERATOR, tmp_path, 6, dies, total_limit=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-4"]  # both kept
-    assert [p.name for p in temp_folders(tmp_path)] == [f".checkpoint-6.tmp-{os.getpid()}"]
+    assert not temp_folders(tmp_path)  # the interrupted save removed its temp folder
 
     _save(tmp_path, 6, total_limit=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-4", "checkpoint-6"]

@@ -13,6 +13,7 @@ import torch
 
 # Bucketing lives in `training.buckets`; `Bucket` and `make_buckets` stay importable from here and `sora_diffusers.data`.
 from ..training.buckets import DEFAULT_LONG_SIDE, DEFAULT_MULTIPLE_OF, Bucket, make_buckets  # noqa: F401
+from ..utils.atomic import write_text
 from .captions import caption_clip
 from .shapes import ClipSpec, render_clip, sample_clip_spec
 
@@ -114,12 +115,14 @@ def write_dataset(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = ShapesWorldDataset(num_videos, buckets, seed, spec_kwargs=spec_kwargs)
-    with open(out_dir / "metadata.jsonl", "w", encoding="utf-8") as metadata:
-        for index in range(num_videos):
-            spec, caption = dataset.sample(index)
-            name = f"clip_{index:06d}"
-            write_video(out_dir / f"{name}.mp4", render_clip(spec), spec.fps, quality or DEFAULT_MP4_QUALITY)
-            (out_dir / f"{name}.txt").write_text(caption + "\n", encoding="utf-8")
-            record = {"file_name": f"{name}.mp4", "text": caption, "label": spec.label, "spec": spec.to_dict()}
-            metadata.write(json.dumps(record) + "\n")
+    # every file atomic (`utils.atomic`); metadata.jsonl last, so a folder that has it is complete
+    lines = []
+    for index in range(num_videos):
+        spec, caption = dataset.sample(index)
+        name = f"clip_{index:06d}"
+        write_video(out_dir / f"{name}.mp4", render_clip(spec), spec.fps, quality or DEFAULT_MP4_QUALITY)
+        write_text(out_dir / f"{name}.txt", caption + "\n")
+        record = {"file_name": f"{name}.mp4", "text": caption, "label": spec.label, "spec": spec.to_dict()}
+        lines.append(json.dumps(record) + "\n")
+    write_text(out_dir / "metadata.jsonl", "".join(lines))
     return out_dir

@@ -13,7 +13,6 @@ naming the keys, instead of PEFT skipping them silently.
 
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from huggingface_hub.utils import validate_hf_hub_args
 from torch import nn
 
 from ..models.patching import conv3d_weight_to_linear
+from ..utils.atomic import atomic_entries
 
 
 logger = logging.get_logger(__name__)
@@ -247,14 +247,14 @@ class SoraLoraLoaderMixin(LoraBaseMixin):
         safe_serialization: bool,
         lora_adapter_metadata: dict | None = None,
     ) -> None:
-        """diffusers' `LoraBaseMixin.write_lora_layers`, made atomic: it writes into a temporary folder inside
-        `save_directory`, and the file is then renamed into place (same file system, so the rename is atomic)."""
+        """diffusers' `LoraBaseMixin.write_lora_layers`, made atomic: it writes into a staging folder inside
+        `save_directory` (`utils.atomic.atomic_entries`, where safetensors' own temporary stays too), and the file is
+        then renamed into place (same file system, so the rename is atomic)."""
         if os.path.isfile(save_directory):
             raise ValueError(f"`save_directory` must be a folder, got the file {str(save_directory)!r}.")
         weight_name = weight_name or (LORA_WEIGHT_NAME_SAFE if safe_serialization else LORA_WEIGHT_NAME)
         target = Path(save_directory, weight_name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".saving-lora-") as staging:
+        with atomic_entries(target.parent) as staging:
             LoraBaseMixin.write_lora_layers(
                 state_dict=state_dict,
                 save_directory=staging,
@@ -264,7 +264,6 @@ class SoraLoraLoaderMixin(LoraBaseMixin):
                 safe_serialization=safe_serialization,
                 lora_adapter_metadata=lora_adapter_metadata,
             )
-            os.replace(Path(staging, target.name), target)
         logger.info(f"LoRA weights saved in {target}")
 
     def fuse_lora(

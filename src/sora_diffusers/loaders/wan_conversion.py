@@ -13,13 +13,13 @@ encoder (never unpickled code). A Hub id resolves only from the local huggingfac
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..utils.atomic import atomic_path
 from .checkpoint_files import CheckpointError, load_sharded_safetensors, load_state_dict_file, load_torch_state_dict
 from .original_checkpoint import (
     convert_sora_transformer_state_dict_to_wan,
@@ -281,24 +281,15 @@ def _scheduler(source: WanSource):
 
 
 def write_atomically(output_dir: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
-    """Run `fill(staging)` on a temporary folder next to `output_dir`, then rename it into place. Whatever fails, no
-    partial `output_dir` is left: the staging folder is removed, and an existing `output_dir` is replaced only at the
-    end."""
+    """Run `fill(staging)` on a temporary folder next to `output_dir`, then rename it into place
+    (`utils.atomic.atomic_path`). Whatever fails, no partial `output_dir` is left: the staging folder is removed, and an
+    existing `output_dir` is replaced only at the end; a conversion that was killed leaves a temporary folder, which
+    the next conversion to `output_dir` removes."""
     output_dir = Path(output_dir).resolve()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.converting-", dir=output_dir.parent))
-    try:
+    with atomic_path(output_dir) as staging:
+        staging.mkdir()
         fill(staging)
-        if output_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-            os.replace(output_dir, old / output_dir.name)
-            os.replace(staging, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir
 
 

@@ -20,7 +20,7 @@ A script supplies a model, a `step_fn(batch, step)` returning its loss, and a `v
     trainer = Trainer(args)
     model = trainer.prepare(model, dataset, bucket_ids)
     if trainer.train(step_fn, validate_fn):
-        trainer.save_final_model(lambda final: final.save_pretrained(args.output_dir))
+        trainer.save_final_model(lambda final, folder: final.save_pretrained(folder))  # folder: staged, then moved
     result = trainer.end()
 
 Names are imported on first use, so `import sora_diffusers.training` stays light (the scheduler and the pipeline

@@ -11,16 +11,16 @@ of a length fixed per clip (`cached_tail_length`). Each clip is one safetensors 
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
+from ..utils.atomic import remove_stale_temps_in, write_bytes, write_text
 from .buckets import BucketBatchSampler
 from .conditioning_sampler import encode_clips, encode_tails
 from .datasets import build_dataloader
@@ -73,7 +73,8 @@ def build_latent_cache(
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+        remove_stale_temps_in(cache_dir)  # items of a build that was killed while writing them
+        write_text(info_path, json.dumps(info, indent=2))
 
     mine = range(accelerator.process_index, len(dataset), accelerator.num_processes)
     todo = [i for i in mine if not _is_cached(cache_dir, i)]
@@ -102,9 +103,14 @@ def _cache_batch(cache_dir: Path, batch: dict, vae, device, seed: int) -> None:
             tail, position[k] = tails[k][position[k]], position[k] + 1
         tensors = {"latents": latents[b].half().cpu().contiguous(), "tail_latents": tail.half().cpu().contiguous()}
         metadata = {"tail_length": str(k), "caption": batch["caption"][b]}
-        path = _cache_file(cache_dir, index)
-        save_file(tensors, path.with_suffix(".tmp"), metadata=metadata)
-        os.replace(path.with_suffix(".tmp"), path)  # never a half-written file under the final name
+        _write_safetensors(_cache_file(cache_dir, index), tensors, metadata)
+
+
+def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """One item, atomically (`utils.atomic`: a temporary of this process, renamed), made in memory: safetensors'
+    `save_file` would leave its own temporary (`.tmpXXXXXX`, which names no process) in the cache if killed. Stale
+    temporaries are removed once per cache (`remove_stale_temps_in`), not by every item's write."""
+    write_bytes(path, safetensors_bytes(tensors, metadata), clean=False)
 
 
 def _cache_file(cache_dir: Path, index: int) -> Path:
@@ -181,7 +187,8 @@ class PromptEmbeddingCache:
                     "give a new folder or delete this one."
                 )
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+            remove_stale_temps_in(self.cache_dir)  # embeddings a killed run was writing
+            write_text(info_path, json.dumps(info, indent=2))
 
     def _file(self, caption: str) -> Path:
         return self.cache_dir / f"{hashlib.sha256(caption.encode('utf-8')).hexdigest()[:32]}.safetensors"
@@ -200,8 +207,7 @@ class PromptEmbeddingCache:
         embedding = embeds[0, : int(mask[0].sum())].detach()
         self.encoded += 1
         if path is not None:
-            save_file({"embedding": embedding.cpu().contiguous()}, path.with_suffix(".tmp"), {"caption": caption})
-            os.replace(path.with_suffix(".tmp"), path)
+            _write_safetensors(path, {"embedding": embedding.cpu().contiguous()}, {"caption": caption})
         self.memory[caption] = embedding
         return embedding
 

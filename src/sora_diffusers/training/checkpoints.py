@@ -1,10 +1,11 @@
 """Checkpoints of a training run, written atomically and read back without unpickling anything.
 
-A checkpoint is written into a temp folder `.checkpoint-STEP.tmp-PID`; its completion marker (`checkpoint.json`,
-listing every file and its size) is written last, and only then is the folder renamed to `checkpoint-STEP` and are
-checkpoints beyond `--checkpoints_total_limit` deleted. A run killed mid-save leaves a temp folder, which the next save
-removes; `latest` never picks a folder without a marker, and a checkpoint whose files do not match their marker or do
-not load is reported by name and passed over for the one before.
+A checkpoint is written into a temp folder `.checkpoint-STEP.tmp-PID` (PID: the main process's); its completion marker
+(`checkpoint.json`, listing every file and its size) is written last, and only then is the folder renamed to
+`checkpoint-STEP` and are checkpoints beyond `--checkpoints_total_limit` deleted. A run killed mid-save leaves a temp
+folder, which the next save removes once that process is gone (`utils.atomic`: the temp folder of a run still saving
+into the same folder is kept); `latest` never picks a folder without a marker, and a checkpoint whose files do not
+match their marker or do not load is reported by name and passed over for the one before.
 
 What a checkpoint holds (`write_state`), in safetensors and JSON only:
 
@@ -37,6 +38,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list
 from safetensors.torch import load_file, save_file
 
+from ..utils.atomic import commit, delete, is_stale, remove_stale_temps_in
 from .ema import read_ema, save_ema
 from .state import random_states, read_state_dict, save_state_dict, set_random_states
 
@@ -51,7 +53,8 @@ EMA_FOLDER = "ema"
 # What `accelerator.save_state` wrote for these scripts: a checkpoint of the layout before this one.
 LEGACY_FILES = (MODEL_FILE, "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl")
 _FINAL = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
-_TEMP = re.compile(rf"^\.{CHECKPOINT_PREFIX}(\d+)\.(?:tmp|old)-(\d+)$")  # a save in progress, or one killed
+# a save in progress, or one killed (`utils.atomic`'s names: `-RANDOM` only in the `.old` name of a replaced step)
+_TEMP = re.compile(rf"^\.{CHECKPOINT_PREFIX}(\d+)\.(?:tmp|old)-(\d+)(?:-[0-9a-f]{{8}})?$")
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -88,11 +91,13 @@ def list_checkpoints(output_dir: str | os.PathLike, complete_only: bool = True) 
     return sorted(found, key=checkpoint_step)
 
 
-def temp_folders(output_dir: str | os.PathLike) -> list[Path]:
-    """`.checkpoint-STEP.tmp-PID` (and `.old-PID`) folders: saves in progress, or left by a run killed mid-save."""
+def temp_folders(output_dir: str | os.PathLike, stale_only: bool = False) -> list[Path]:
+    """`.checkpoint-STEP.tmp-PID` (and `.old-PID-RANDOM`) folders: saves in progress, or left by a run killed mid-save
+    (with `stale_only`, only those: their process is gone)."""
     if not os.path.isdir(output_dir):
         return []
-    return sorted(p for p in Path(output_dir).iterdir() if p.is_dir() and _TEMP.match(p.name))
+    found = [p for p in Path(output_dir).iterdir() if p.is_dir() and _TEMP.match(p.name)]
+    return sorted(p for p in found if not stale_only or is_stale(p))
 
 
 def save_checkpoint(
@@ -107,33 +112,31 @@ def save_checkpoint(
     `write_fn(folder)` runs on every process and writes its files into the temp folder (each process its own, e.g. its
     random states). Then the main process writes the marker, renames the folder into place (replacing an older
     checkpoint of the same step only now) and deletes the oldest complete checkpoints beyond `total_limit`
-    (0 or `None`: keep all). Temp folders of earlier, killed runs are removed first.
+    (0 or `None`: keep all). Temp folders (and any other temporaries of `output_dir`) of runs that were killed are
+    removed first; an error while writing removes this save's temp folder.
     """
     output_dir = Path(output_dir)
-    token = _run_token(accelerator)
-    temp = output_dir / f".{CHECKPOINT_PREFIX}{step}.tmp-{token}"
-    if accelerator.is_main_process:
-        for stale in temp_folders(output_dir):
-            logger.warning(f"Removing {stale.name}: a checkpoint a stopped run did not finish writing")
-            shutil.rmtree(stale)
-        temp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    write_fn(temp)
-    accelerator.wait_for_everyone()
+    temp = output_dir / f".{CHECKPOINT_PREFIX}{step}.tmp-{_run_token(accelerator)}"
     final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
     if accelerator.is_main_process:
-        _write_marker(temp, step)
-        if final.exists():  # the same step saved again (a stopped run resumed and stopped at once): swap, then drop
-            aside = output_dir / f".{CHECKPOINT_PREFIX}{step}.old-{token}"
-            final.rename(aside)
-            temp.rename(final)
-            shutil.rmtree(aside)
-        else:
-            temp.rename(final)
-        _fsync_dir(output_dir)
-        if total_limit:
-            for old in list_checkpoints(output_dir)[:-total_limit]:
-                shutil.rmtree(old)
+        for stale in remove_stale_temps_in(output_dir):
+            if _TEMP.match(stale.name):
+                logger.warning(f"Removed {stale.name}: a checkpoint a stopped run did not finish writing")
+        temp.mkdir(parents=True)
+    try:
+        accelerator.wait_for_everyone()
+        write_fn(temp)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _write_marker(temp, step)
+            commit(temp, final)  # an older checkpoint-STEP (a stopped run resumed and stopped at once) goes only now
+    except BaseException:
+        if accelerator.is_main_process:
+            shutil.rmtree(temp, ignore_errors=True)
+        raise
+    if accelerator.is_main_process and total_limit:
+        for old in list_checkpoints(output_dir)[:-total_limit]:
+            delete(old)
     accelerator.wait_for_everyone()
     return final
 
@@ -149,21 +152,8 @@ def _run_token(accelerator: Accelerator) -> int:
 def _write_marker(folder: Path, step: int) -> None:
     files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
     marker = folder / COMPLETE_MARKER
-    with open(marker, "w", encoding="utf-8") as f:
+    with open(marker, "w", encoding="utf-8") as f:  # inside the temp folder; `commit` fsyncs every file
         json.dump({"step": step, "files": files}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # no directory fds (Windows): the rename is still atomic, only its durability is the OS's
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify_checkpoint(path: str | os.PathLike) -> dict:

@@ -131,7 +131,9 @@ class VideoFolderDataset(Dataset):
     """Captioned videos and images from a folder: mp4/gif/png/... with same-name .txt captions, or a metadata.jsonl /
     metadata.csv with `file_name` and `text` columns. Each clip goes to its nearest bucket (`nearest_bucket`; an image
     is a clip of one frame, for buckets of 1 frame); it is cut to the bucket's length at a random start
-    (`random_start`) and resized/center-cropped to its frame size.
+    (`random_start`) and resized/center-cropped to its frame size. The start is drawn from `(seed, epoch, index)`
+    alone (`set_epoch`, which accelerate's data loader calls), not from a generator whose state depends on which
+    process loads the item and what it loaded before: a resumed run cuts every clip where the uninterrupted one did.
 
     Entries are skipped, with a warning that names their files, when they have no caption, point outside the folder
     (`../x.mp4`, `/abs/x.gif`), name no file, or are shorter than every bucket.
@@ -139,10 +141,12 @@ class VideoFolderDataset(Dataset):
     Items: `{"video": (3, T, H, W) float in [-1, 1], "caption": str}`. `bucket_ids` gives each item's bucket.
     """
 
-    def __init__(self, root: str | Path, buckets: Sequence[Bucket], random_start: bool = True):
+    def __init__(self, root: str | Path, buckets: Sequence[Bucket], random_start: bool = True, seed: int = 0):
         self.root = Path(root)
         self.buckets = list(buckets)
-        self.random_start = random_start
+        self.random_start, self.seed = random_start, seed
+        # in shared memory: data-loader workers that persist across epochs see `set_epoch` too
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.files, self.captions, self.lengths, bucket_ids = [], [], [], []
         skipped, rejected = [], {"no caption": [], "outside the folder": [], "no such file": []}
         root = self.root.resolve()
@@ -178,10 +182,15 @@ class VideoFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
     def __getitem__(self, index: int) -> dict:
         bucket = self.buckets[self.bucket_ids[index]]
         spare = max(0, self.lengths[index] - bucket.num_frames)
-        start = int(torch.randint(spare + 1, ())) if self.random_start and spare else 0
+        start = 0
+        if self.random_start and spare:
+            start = int(np.random.default_rng([self.seed, int(self._epoch), index]).integers(spare + 1))
         frames = read_frames(self.files[index], start, bucket.num_frames)
         return {"video": resize_crop(frames, bucket.width, bucket.height), "caption": self.captions[index]}
 
@@ -199,7 +208,7 @@ def build_dataset(args, group_size: int, random_start: bool = True) -> tuple[Dat
     """The dataset the arguments ask for (`--data_dir` or the shapes world) and its bucket ids."""
     buckets = buckets_from_args(args)
     if args.data_dir:
-        dataset = VideoFolderDataset(args.data_dir, buckets, random_start=random_start)
+        dataset = VideoFolderDataset(args.data_dir, buckets, random_start=random_start, seed=args.seed)
         return dataset, dataset.bucket_ids
     return shapes_dataset(args.num_train_samples, buckets, args.seed, group_size)
 
@@ -215,6 +224,9 @@ def collate(items: list[dict]) -> dict:
 
 
 def build_dataloader(dataset: Dataset, batch_sampler: BucketBatchSampler, num_workers: int) -> DataLoader:
+    """A loader of `batch_sampler`'s batches. It has a generator of its own (for its workers' seeds): without one,
+    torch draws from the global generator each time an epoch starts, and a resumed run, which starts its loader
+    mid-epoch, would draw at another moment than the uninterrupted run and shift every later global draw."""
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
@@ -223,4 +235,5 @@ def build_dataloader(dataset: Dataset, batch_sampler: BucketBatchSampler, num_wo
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(getattr(batch_sampler, "seed", 0)),
     )

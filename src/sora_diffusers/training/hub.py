@@ -10,6 +10,7 @@ from pathlib import Path
 
 from accelerate.logging import get_logger
 
+from ..utils.atomic import atomic_path
 from .checkpoints import CHECKPOINT_PREFIX
 
 
@@ -44,7 +45,8 @@ def upload_to_hub(args: argparse.Namespace, repo_id: str | None) -> None:
             repo_id=repo_id,
             folder_path=args.output_dir,
             commit_message="End of training",
-            ignore_patterns=[f"{CHECKPOINT_PREFIX}*", f".{CHECKPOINT_PREFIX}*", "logs/*"],
+            # checkpoints, logs, and temporaries a killed write left (`utils.atomic`: `.NAME.tmp-PID-...`)
+            ignore_patterns=[f"{CHECKPOINT_PREFIX}*", f".{CHECKPOINT_PREFIX}*", "logs/*", ".*.tmp-*", ".*.old-*"],
         )
     except Exception as error:
         logger.error(
@@ -103,7 +105,8 @@ def save_model_card(
         lines += ["", "## Validation samples", "", *[f"- [{name}]({name})" for name in samples[-8:]]]
     card.text = card.text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
     path = output_dir / "README.md"
-    card.save(path)
+    with atomic_path(path) as temporary:
+        card.save(temporary)
     return path
 
 

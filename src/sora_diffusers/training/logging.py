@@ -1,5 +1,7 @@
 """What a training run records besides its weights: averaged metrics (`metrics.jsonl`, checkpointed with the
-state), the loss curve (`loss.png`) and validation videos."""
+state), the loss curve (`loss.png`) and validation videos, each written atomically (`utils.atomic`) except the
+lines appended to `metrics.jsonl` (a log: a run killed mid-line leaves a partial last line, and its resume rewrites
+the file, atomically, from the checkpoint's records)."""
 
 import json
 import math
@@ -9,6 +11,7 @@ import numpy as np
 import torch
 
 from ..utils import export_to_video
+from ..utils.atomic import atomic_path, write_text
 
 
 class MetricsLog:
@@ -25,8 +28,7 @@ class MetricsLog:
         self.records = list(state["records"])
 
     def rewrite(self) -> None:
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in self.records)
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def append(self, record: dict) -> None:
         self.records.append(record)
@@ -54,7 +56,8 @@ def plot_curve(steps: list[int], values: list[float], path: str | Path, title: s
     ax.set(xlabel="step", ylabel=title, title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary)  # the temporary keeps the extension, which picks the format
     plt.close(fig)
     return Path(path)
 
@@ -79,7 +82,8 @@ def _plot_curve_pil(steps: list[int], values: list[float], path: str | Path, tit
         draw.text((margin, height - margin + 5), str(x0), fill="black")
         draw.text((width - margin, height - margin + 5), str(x1), fill="black")
     draw.text((width // 2 - 60, 5), title + (" (log)" if log_scale else ""), fill="black")
-    image.save(path)
+    with atomic_path(path) as temporary:
+        image.save(temporary)
     return Path(path)
 
 

@@ -6,6 +6,7 @@ models: `step_fn(batch, step)`, returning scalar tensors with "loss" among them,
 """
 
 import argparse
+import inspect
 import logging
 import os
 import sys
@@ -21,6 +22,7 @@ from accelerate.utils import DistributedDataParallelKwargs, DistributedType, Pro
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
+from ..utils.atomic import atomic_entries, remove_stale_temps_in
 from .buckets import BucketBatchSampler
 from .cards import describe_hardware
 from .checkpoints import (
@@ -40,7 +42,7 @@ from .datasets import build_dataloader
 from .ema import create_ema, ema_weights, read_ema, save_ema
 from .hub import create_hub_repo, save_model_card, upload_to_hub
 from .logging import MetricsLog, plot_curve
-from .state import read_state_dict, save_state_dict
+from .state import random_states, read_state_dict, save_state_dict, set_random_states
 
 
 logger = get_logger(__name__)
@@ -124,11 +126,16 @@ class Trainer:
         self.args = args
         self.accelerator = setup_accelerator(args, find_unused_parameters)
         self.repo_id = create_hub_repo(args)
+        if self.is_main_process:  # what runs killed in this folder left half-written (`utils.atomic`)
+            for folder in (Path(args.output_dir), Path(args.output_dir) / "validation"):
+                for stale in remove_stale_temps_in(folder):
+                    logger.warning(f"Removed {stale.relative_to(args.output_dir)}: a stopped run did not finish it")
         self.metrics = MetricsLog(Path(args.output_dir) / "metrics.jsonl")
         self.ema = None
         self.trainable_only = False
         self.first_step = self.global_step = 0
         self._micro_batches = 0
+        self._resumed_random_states = None
 
     @property
     def device(self) -> torch.device:
@@ -167,6 +174,10 @@ class Trainer:
                 main_process_only=True,
             )
         self.first_step = self.global_step = resume(self.accelerator, args, self._load_checkpoint, self.lr_scheduler)
+        # the generators as the checkpoint left them, put back when training starts: what a script does between
+        # `prepare` and `train` (validation clips, a pipeline) draws from them in a resumed run too, after the resume
+        # instead of before the checkpoint, and would shift every later draw
+        self._resumed_random_states = random_states() if self.first_step else None
         if self.is_main_process:
             self.metrics.rewrite()
         self._micro_batches = self.first_step * args.gradient_accumulation_steps
@@ -296,6 +307,9 @@ class Trainer:
             f"{len(dataloader)} batches per epoch and process, {steps_per_epoch} steps; starting at step {step}",
             main_process_only=True,
         )
+        if self._resumed_random_states is not None:
+            set_random_states(self._resumed_random_states)
+            self._resumed_random_states = None
         model.train()
         while step < end:
             self.batch_sampler.set_epoch(epoch)
@@ -369,16 +383,25 @@ class Trainer:
                 plot_curve(steps, losses, Path(self.args.output_dir) / "loss.png")
         accelerator.wait_for_everyone()
 
-    def save_final_model(self, save_fn: Callable[[torch.nn.Module], None], model_card: dict | None = None) -> None:
+    def save_final_model(self, save_fn: Callable[..., None], model_card: dict | None = None) -> None:
         """On the main process: the EMA weights put into the trained module (`ema_model` of `prepare`), `save_fn` of
         it, then, with `--push_to_hub`, a model card (`hub.save_model_card(**model_card)`: `description`, `model_class`,
-        `pipeline_tag`, `tags`) and the upload of `--output_dir`."""
+        `pipeline_tag`, `tags`) and the upload of `--output_dir`.
+
+        `save_fn(final, folder)` writes into `folder`, a staging folder inside `--output_dir` whose files and folders
+        then replace their namesakes in `--output_dir` (`utils.atomic.atomic_entries`: a run killed while saving
+        leaves the previous model, or none, never half of one). `save_fn(final)`, with one parameter, writes where it
+        likes (atomically if it uses `utils.atomic`, as `save_lora_weights` does)."""
         self.accelerator.wait_for_everyone()
         if self.is_main_process:
             final = self.ema_model
             if self.ema is not None:
                 self.ema.copy_to(final.parameters())
-            save_fn(final)
+            if len(inspect.signature(save_fn).parameters) >= 2:
+                with atomic_entries(self.args.output_dir) as staging:
+                    save_fn(final, staging)
+            else:
+                save_fn(final)
             if self.repo_id is not None:
                 card = {
                     "description": f"Trained with sora_diffusers for {self.global_step} steps.",

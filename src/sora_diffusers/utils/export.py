@@ -2,7 +2,10 @@
 
 diffusers' `export_to_video` / `export_to_gif` are close, but we write our own for what they lack:
 - atomic writes: a crash or an error never leaves a half-written file, and an existing file is replaced only on
-  success (we write to a temporary file in the same directory, then `os.replace` it onto the target);
+  success (we write to a temporary file in the same directory, then `os.replace` it onto the target; see
+  `sora_diffusers.utils.atomic`: the temporary of a killed run is removed by the next write to the same file);
+- ffmpeg dies with the process that writes: it is fed frames through a pipe and, on Linux, asked to receive SIGKILL
+  when its parent dies (`PR_SET_PDEATHSIG`), so a killed export leaves no encoder running;
 - provenance metadata (prompt, seed, model) in the container: an mp4 `comment` tag, a gif comment, a png text chunk;
   and a signed C2PA manifest (see `sora_diffusers.utils.provenance`; local paths appear by name only);
 - uint8 input (diffusers multiplies every array by 255) and tensors, and odd frame sizes (padded, not rescaled);
@@ -16,10 +19,14 @@ reads the provenance back.
 import json
 import os
 import re
+import signal
 import subprocess
-import uuid
+import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
+from fractions import Fraction
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -30,6 +37,7 @@ import PIL.PngImagePlugin
 import torch
 from diffusers.utils import load_video
 
+from .atomic import atomic_path, target_of
 from .provenance import public_metadata, sign_file
 
 
@@ -39,6 +47,9 @@ IMAGE_SUFFIXES = (".png",)
 DEFAULT_MP4_QUALITY = 8
 # Frames converted to uint8 at a time from a whole float video: bounds the float temporaries of the conversion.
 _FRAMES_PER_CONVERSION = 16
+# Temporaries of the writers before 2026-12 (`.NAME.1a2b3c4d.tmp.mp4`, `.NAME.1a2b3c4d.signed.mp4`) name no process:
+# the next write to their target removes them once they are this old (no write takes an hour between two frames).
+_LEGACY_TEMP_AGE_S = 3600
 
 
 def export_to_video(
@@ -92,6 +103,8 @@ def export_to_video(
         raise ValueError(f"Cannot write a video to {str(path)!r}: the extension must be one of {VIDEO_SUFFIXES}.")
     if fps <= 0:
         raise ValueError(f"`fps` must be positive, got {fps}.")
+    if not 1 <= quality <= 10:
+        raise ValueError(f"`quality` must be from 1 (smallest file) to 10 (best), got {quality}.")
     chunks = _uint8_chunks(frames)
     first = next(chunks, None)  # converted before any file is created: bad input fails without touching `path`
     if first is None:
@@ -186,6 +199,7 @@ def _mp4_comment(path: Path) -> str | None:
         capture_output=True,
         text=True,
         check=True,
+        preexec_fn=_die_with_parent(),
     ).stdout
     for line in dump.splitlines():
         if line.startswith("comment="):
@@ -249,33 +263,94 @@ def _uint8_chunks(frames: Any) -> Iterator[np.ndarray]:
 
 
 def _write_mp4(chunks: Iterator[np.ndarray], path: Path, fps: float, quality: float, comment: str | None) -> None:
-    import imageio.v2 as imageio
+    """H.264 through an ffmpeg process fed raw RGB frames on its stdin (imageio-ffmpeg's command line and binary).
 
-    # +faststart: the index (moov) before the media, in one non-fragmented file, which C2PA's BMFF hash covers
-    output_params = ["-movflags", "+faststart"] + (["-metadata", f"comment={comment}"] if comment else [])
-    # macro_block_size=1: keep the exact size instead of letting imageio rescale to multiples of 16.
-    writer = imageio.get_writer(
-        path,
-        format="FFMPEG",
-        fps=fps,
-        codec="libx264",
-        quality=quality,
-        pixelformat="yuv420p",
-        macro_block_size=1,
-        output_params=output_params,
-        ffmpeg_log_level="error",
-    )
-    try:
-        for chunk in chunks:
-            for frame in _pad_to_even(chunk):
-                writer.append_data(frame)
-    except BaseException:
-        # Stop ffmpeg before the caller removes the temporary file: imageio's `with` would leave it running on an
-        # error, and it could create the file only after the removal (seen with a chunk iterator failing early).
-        with suppress(Exception):
-            writer.close()
-        raise
-    writer.close()
+    ffmpeg is started by this thread and ends before this function returns: on any error, Ctrl-C included, it is
+    killed (it would otherwise finish the file after the caller removed the temporary). If this process dies
+    (SIGKILL), ffmpeg receives SIGKILL too (Linux), and in any case reads the end of its input, as nothing else holds
+    the pipe open: child processes do not inherit it (`close_fds`) and forked ones are covered by the signal.
+    """
+    import imageio_ffmpeg
+
+    first = next(chunks)
+    height, width = first.shape[1] + first.shape[1] % 2, first.shape[2] + first.shape[2] % 2  # yuv420p: even sizes
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}",
+        "-pix_fmt", "rgb24", "-r", str(Fraction(fps).limit_denominator()), "-i", "-", "-an",
+        "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", str(int((1 - quality / 10) * 51)), "-v", "error",
+        # +faststart: the index (moov) before the media, in one non-fragmented file, which C2PA's BMFF hash covers
+        "-movflags", "+faststart", *(["-metadata", f"comment={comment}"] if comment else []), str(path),
+    ]  # fmt: skip
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: ffmpeg never blocks on a full stderr
+        process = _popen_tied_to_parent(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            for chunk in chain([first], chunks):
+                process.stdin.write(np.ascontiguousarray(_pad_to_even(chunk)).data)
+            process.stdin.close()
+            status = process.wait()
+        except BrokenPipeError:  # ffmpeg stopped reading: its own message says why
+            status = _kill(process)
+        except BaseException:
+            _kill(process)
+            raise
+        if status != 0:
+            log.seek(0)
+            message = log.read().decode(errors="replace").strip()[-2000:]
+            name = (target_of(path) or path).name  # the file asked for, not its temporary
+            raise OSError(f"ffmpeg could not write {name} (exit status {status}): {message or 'no message'}")
+
+
+def _kill(process: subprocess.Popen) -> int:
+    process.kill()
+    if process.stdin:
+        try:
+            process.stdin.close()
+        except OSError:  # the pipe's buffer could not be flushed: ffmpeg is gone
+            pass
+    return process.wait()
+
+
+def _popen_tied_to_parent(command: list[str], **kwargs) -> subprocess.Popen:
+    """`subprocess.Popen(command)` of a process that receives SIGKILL when the thread that starts it ends, the whole
+    process included (Linux `PR_SET_PDEATHSIG`; elsewhere a plain Popen). Stays in our process group, so a signal to
+    the group (a terminal's Ctrl-C, a job manager's kill) reaches it too."""
+    return subprocess.Popen(command, preexec_fn=_die_with_parent(), close_fds=True, **kwargs)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` asking the kernel to SIGKILL the child when its parent dies, or `None` off Linux. Everything it
+    calls is resolved here, before the fork: the child only makes two system calls."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = _libc_prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1  # from <linux/prctl.h>
+    kill_signal, getppid, kill, getpid = signal.SIGKILL, os.getppid, os.kill, os.getpid
+
+    def set_parent_death_signal() -> None:
+        prctl(pr_set_pdeathsig, kill_signal)
+        if getppid() != parent:  # the parent died before the prctl: no signal will come
+            kill(getpid(), kill_signal)
+
+    return set_parent_death_signal
+
+
+def _libc_prctl():
+    global _PRCTL
+    if _PRCTL is False:
+        try:
+            import ctypes
+
+            _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+            _PRCTL.argtypes, _PRCTL.restype = [ctypes.c_int, ctypes.c_ulong], ctypes.c_int
+        except (OSError, AttributeError):
+            _PRCTL = None
+    return _PRCTL
+
+
+_PRCTL = False  # resolved on first use
 
 
 def _write_gif(chunks: Iterator[np.ndarray], path: Path, fps: float, quality: float, comment: str | None) -> None:
@@ -302,22 +377,23 @@ def _pad_to_even(video: np.ndarray) -> np.ndarray:
 
 @contextmanager
 def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success move it onto `path`, on any error (Ctrl-C included) delete it.
+    """`atomic.atomic_path`, and the temporaries of this module's writers before 2026-12 that an hour has left alone.
 
-    The temporary name keeps the extension, so writers that pick the format from it still work, and starts with a
-    dot so a directory listing hides it while it is written. It is created by the writer itself, with the user's
-    umask, so the final file gets the same permissions as any other new file.
+    The temporary name keeps the extension (writers pick the format from it) and starts with a dot, so a directory
+    listing hides it while it is written; the writer creates it with the user's umask, so the final file gets the
+    same permissions as any other new file.
     """
-    temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
+    _remove_legacy_temps(path)
+    with atomic_path(path) as temporary:
         yield temporary
-        _fsync(temporary)  # the data is on disk before the rename makes it visible
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as file:
-        os.fsync(file.fileno())
+def _remove_legacy_temps(path: Path) -> None:
+    if not path.parent.is_dir():
+        return
+    legacy = re.compile(rf"^\.{re.escape(path.stem)}\.[0-9a-f]{{8}}\.(tmp|signed){re.escape(path.suffix)}$")
+    old = time.time() - _LEGACY_TEMP_AGE_S
+    with os.scandir(path.parent) as entries:
+        for entry in entries:
+            if legacy.match(entry.name) and entry.is_file() and entry.stat().st_mtime < old:
+                Path(entry.path).unlink(missing_ok=True)

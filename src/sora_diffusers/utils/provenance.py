@@ -18,11 +18,12 @@ import datetime
 import hashlib
 import json
 import os
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_path
 
 
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -190,18 +191,15 @@ def sign_file(
         signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(_algorithm(private_key), chain, private_key, None))
     except c2pa.C2paError as error:
         raise ValueError(f"Cannot sign with `c2pa_cert`={cert!r} and `c2pa_key`={key!r}: {error}") from error
-    signed = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.signed{path.suffix}")
     try:
-        with signer, c2pa.Builder(build_manifest(metadata, name)) as builder:
+        # a temporary of the file the user asked for, even when `path` is itself one (an export in progress)
+        with signer, c2pa.Builder(build_manifest(metadata, name)) as builder, atomic_path(path) as signed:
             builder.sign_file(path, signed, signer)
-        os.replace(signed, path)
     except c2pa.C2paError as error:
         if cert is not None and "signature" in type(error).__name__.lower():
             raise ValueError(f"Cannot sign with `c2pa_cert`={cert!r} and `c2pa_key`={key!r}: {error}") from error
         warnings.warn(f"C2PA signing failed ({error}): {name} carries its container metadata only.", stacklevel=2)
         return False
-    finally:
-        signed.unlink(missing_ok=True)
     return True
 
 
@@ -346,16 +344,10 @@ def development_credentials() -> tuple[bytes, bytes]:
         pass  # absent, unreadable or expired: make a new one
     chain, key = _generate_development_credentials()
     file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = file.with_name(f".{file.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(file) as temporary:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # a private key: owner only
         with os.fdopen(descriptor, "w") as out:
             json.dump({"chain": chain.decode(), "key": key.decode()}, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, file)
-    finally:
-        temporary.unlink(missing_ok=True)
     return chain, key
 
 
