@@ -3,6 +3,7 @@
     python benchmarks/eval_default_model.py                                      # embedded model, 24 clips per task
     python benchmarks/eval_default_model.py --model PATH --output_dir eval_out --time_demo
     python benchmarks/eval_default_model.py --tasks t2v i2v --num_clips 64 --num_inference_steps 20 --device cuda
+    python benchmarks/eval_default_model.py --tasks t2v --motions zigzag --lora examples/assets/lora/zigzag  # a LoRA
 
 Targets (model_card.md), with the strict shape reading of `sora_diffusers.eval` (ideal-shape fits, 80% of frames):
 text-to-video colour, shape and direction all right >= 0.90, one stable shape >= 0.90, permanence >= 0.95; prompts in
@@ -22,6 +23,9 @@ Which scenes (flags; any scene the generator draws that does not fit is redrawn)
 for every clip; backgrounds and grey occluder bars as the generator samples them (`--occluder sampled`). Scenes are
 rendered at the evaluation size: the pipeline's `default_height` / `default_width` / `default_num_frames`, unless
 `--height` / `--width` / `--num_frames` are given. The prompt is the generator's caption of the scene.
+`--motions zigzag` draws scenes of the opt-in zig-zag motion instead (`data.shapes.ZIGZAG_MOTIONS`, which the
+default world never draws; "a red disc zig-zags to the right ..."): motion right means a zig-zag the prompted way.
+`--lora PATH` measures the model with a LoRA loaded (`pipe.load_lora_weights`) at `--lora_scale`.
 
 Tasks, on N = 1 + r*k frames (r: the VAE's temporal ratio) with seam s = 1 + r*floor(k/2) (N = 33, r = 4: s = 17):
 - t2v: generate from the caption. Adherence: share of clips with colour, shape and motion all right; shape stable:
@@ -70,7 +74,15 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
-from sora_diffusers.data import DIRECTIONS, MOTIONS, ClipSpec, canonical_caption, caption_clip, render_clip
+from sora_diffusers.data import (
+    DIRECTIONS,
+    MOTIONS,
+    ZIGZAG_MOTIONS,
+    ClipSpec,
+    canonical_caption,
+    caption_clip,
+    render_clip,
+)
 from sora_diffusers.data.captions import held_out_caption
 from sora_diffusers.data.shapes import MIN_SIDE, sample_clip_spec
 from sora_diffusers.default_model import load_default_pipeline
@@ -85,7 +97,9 @@ TASKS = ("t2v", "t2v_held_out", "image", "i2v", "extend_forward", "extend_backwa
 EXTENSION_TASKS = ("extend_forward", "extend_backward", "loop", "connect")  # need a given part and a generated one
 EVAL_SEED_OFFSET = 10_000_000  # far above any training seed (see the module docstring)
 MAX_DRAWS = 1000  # scene draws per clip before the selection flags are declared unsatisfiable at this size
-MOTION_SETS = {"directional": tuple(DIRECTIONS), "all": MOTIONS}
+# "zigzag": the opt-in zig-zags (`data.shapes.ZIGZAG_MOTIONS`), drawn with `sample_clip_spec(motions=...)`; the other
+# sets keep the default world's draw and redraw until the motion is in the set (so their scenes never change).
+MOTION_SETS = {"directional": tuple(DIRECTIONS), "all": MOTIONS, "zigzag": ZIGZAG_MOTIONS}
 OBJECT_COUNTS = {"one": 1, "any": None}  # -> `sample_clip_spec(num_objects=...)`
 OCCLUDER_CHOICES = {"sampled": None, "never": False, "always": True}  # -> `sample_clip_spec(occluder=...)`
 DEMO_PROMPT = canonical_caption("red", "circle", "right")
@@ -168,6 +182,8 @@ def _non_negative_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="pipeline folder (default: the embedded model)")
+    parser.add_argument("--lora", help="a LoRA to load into the model (file, folder or Hub id), as the CLI's --lora")
+    parser.add_argument("--lora_scale", type=float, default=1.0, help="the LoRA's scale (default 1.0)")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="default: all")
     parser.add_argument("--num_clips", type=_positive_int, default=24, help="held-out clips per task (default 24)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="clip i uses seed 10_000_000 + seed + i")
@@ -223,13 +239,14 @@ def sample_eval_scene(seed: int, width: int, height: int, num_frames: int, args)
     """The held-out scene of `seed` that fits the selection flags, and its caption (deterministic)."""
     rng = np.random.default_rng(seed)
     allowed = MOTION_SETS[args.motions]
+    opt_in = {"motions": allowed} if args.motions == "zigzag" else {}
     for _ in range(MAX_DRAWS):
         try:
             spec = sample_clip_spec(
                 rng, width, height, num_frames, num_objects=OBJECT_COUNTS[args.objects],
-                occluder=OCCLUDER_CHOICES[args.occluder],
+                occluder=OCCLUDER_CHOICES[args.occluder], **opt_in,
             )  # fmt: skip
-        except ValueError:  # a forced occluder that does not fit this draw
+        except ValueError:  # a forced occluder that does not fit this draw (or a zig-zag asked to pass a bar)
             continue
         if spec.label["motion"] in allowed:
             return spec, caption_clip(spec, rng)
@@ -545,6 +562,9 @@ def load_pipelines(args) -> tuple[dict, float]:
     """The text-to-video pipeline and its variants on the same weights (`from_pipe`), and the load time in seconds."""
     start = time.perf_counter()
     pipe = load_default_pipeline(SoraPipeline, model_path=args.model, dtype=DTYPES[args.dtype]).to(args.device)
+    if args.lora:  # the variants below share the transformer, so they get the LoRA too
+        pipe.load_lora_weights(args.lora, adapter_name="lora")
+        pipe.set_adapters(["lora"], adapter_weights=[args.lora_scale])
     load_s = time.perf_counter() - start
     pipes = {
         "t2v": pipe,
@@ -613,6 +633,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--output_dir {args.output_dir!r} exists and is not a folder")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    if not math.isfinite(args.lora_scale):
+        parser.error(f"--lora_scale must be a finite number, got {args.lora_scale}")
 
     # 1. Load the model, then check every size against it before any generation
     pipes, load_s = load_pipelines(args)
@@ -635,6 +657,7 @@ def main(argv: list[str] | None = None) -> dict:
     scenes = held_out_scenes(args, size)
     results = {
         "model": args.model or "embedded default model",
+        "lora": None if args.lora is None else {"path": args.lora, "scale": args.lora_scale},
         "settings": settings_record(args, size, config.seam),
         "tasks": {task: run_task(task, pipes, scenes, config) for task in args.tasks},
     }

@@ -2,6 +2,7 @@
 
     python benchmarks/render_task_strips.py                      # the embedded model -> docs/strips/*.png
     python benchmarks/render_task_strips.py --model PATH --output_dir strips --num_inference_steps 20
+    python benchmarks/render_task_strips.py --tasks --lora examples/assets/lora/zigzag   # only the LoRA's strip
 
 Every strip is a row of evenly spaced frames of one output at the pipeline's defaults (33 frames of 256x256, its
 default steps and guidance), from a fixed seed. Frames that were given to the model (the image, the clip, the two
@@ -10,6 +11,10 @@ prompt and the frame indices. Run it again whenever the shipped model changes: t
 
 Tasks: text-to-video (the README's demo prompt), one frame, image-to-video, extend forward, extend backward, loop and
 connect, the last five conditioned on a rendered shapes-world scene (a held-out seed, one object, no occluder).
+
+With `--lora PATH` it also writes `lora.png`: text-to-video of `--lora_prompt` without the LoRA (top) and with it
+(bottom), same seed, `--lora_frames_per_strip` frames each and, last, every frame laid over each other (the brightest
+value of each pixel over the clip: the path the object took).
 """
 
 import argparse
@@ -38,10 +43,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="pipeline folder (default: the embedded model)")
     p.add_argument("--output_dir", default="docs/strips")
-    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    p.add_argument("--tasks", nargs="*", choices=TASKS, default=list(TASKS), help="default: all; none with --lora")
     p.add_argument("--num_inference_steps", type=int, help="default: the pipeline's")
     p.add_argument("--frames_per_strip", type=int, default=9)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lora", help="also draw lora.png: --lora_prompt without and with this LoRA (file or folder)")
+    p.add_argument("--lora_prompt", default=canonical_caption("red", "circle", "zigzag-right"))
+    p.add_argument("--lora_frames_per_strip", type=int, default=17)
     args = p.parse_args(argv)
     if args.frames_per_strip < 2:
         p.error(f"--frames_per_strip must be at least 2, got {args.frames_per_strip}")
@@ -117,6 +125,37 @@ def strip(task: str, prompt: str, video: np.ndarray, given: set[int], count: int
     return canvas
 
 
+def with_trail(row: PIL.Image.Image, video: np.ndarray) -> PIL.Image.Image:
+    """`row` with one more frame at its right: the per-pixel maximum over the whole clip, labelled "path"."""
+    height, width = video.shape[1:3]
+    scale = THUMB / max(height, width)
+    tw, th = max(1, round(width * scale)), max(1, round(height * scale))
+    canvas = PIL.Image.new("RGB", (row.width + tw + GAP, row.height), (16, 16, 16))
+    canvas.paste(row, (0, 0))
+    x = row.width
+    canvas.paste(PIL.Image.fromarray(video.max(axis=0)).resize((tw, th), PIL.Image.BILINEAR), (x, 30))
+    PIL.ImageDraw.Draw(canvas).text((x, 16), "path", fill=LABEL_RGB)
+    return canvas
+
+
+def lora_strips(pipe: SoraPipeline, args, sampling: dict) -> PIL.Image.Image:
+    """Two rows, `--lora_prompt` without and with `--lora` (same seed), each followed by the object's path."""
+    rows = []
+    for name in ("base", "lora"):
+        if name == "lora":
+            pipe.load_lora_weights(args.lora, adapter_name="example")
+        generator = torch.Generator().manual_seed(args.seed)
+        video = np.asarray(pipe(args.lora_prompt, generator=generator, **sampling).frames[0])
+        video = (video * 255).round().clip(0, 255).astype(np.uint8)
+        label = "without the LoRA" if name == "base" else f"with {Path(args.lora).name}"
+        rows.append(with_trail(strip(label, args.lora_prompt, video, set(), args.lora_frames_per_strip), video))
+    pipe.unload_lora_weights()
+    canvas = PIL.Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), (16, 16, 16))
+    for k, row in enumerate(rows):
+        canvas.paste(row, (0, k * rows[0].height))
+    return canvas
+
+
 def save_png(image: PIL.Image.Image, path: Path) -> None:
     """Write atomically: a temp file beside `path`, then rename (`sora_diffusers.utils.atomic`)."""
     with atomic_path(path) as temporary:
@@ -148,6 +187,11 @@ def main(argv=None) -> list[Path]:
         save_png(strip(task, prompt, video, given, args.frames_per_strip), path)
         written.append(path)
         print(f"{path}: {len(video)} frames, {len(given)} given")
+    if args.lora:
+        path = output_dir / "lora.png"
+        save_png(lora_strips(pipe, args, sampling), path)
+        written.append(path)
+        print(f"{path}: without and with {args.lora}")
     return written
 
 

@@ -195,3 +195,30 @@ def test_objects_kept_is_one_on_the_scene_and_zero_when_an_object_appears():
         spawned[20:, 200:236, 10:46] = PALETTE[spec.label["color"]]  # a new square in the bottom-left corner
         scores = eval_default_model.score_clip("extend_forward", spawned, spec.label, video, 17)
         assert scores["scores"]["objects_kept"] == 0 and scores["continuation"]["max_target_count"] == 2
+
+
+def test_zigzag_scenes_and_a_lora(model_dir, tmp_path):
+    """`--motions zigzag` draws the opt-in zig-zag scenes; `--lora` loads a LoRA (recorded), at scale 0 the base."""
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    transformer = DiTVideoTransformer3D.from_pretrained(model_dir, subfolder="transformer")
+    torch.manual_seed(0)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    transformer.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=targets, init_lora_weights=False))
+    SoraPipeline.save_lora_weights(tmp_path, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    flags = ["--tasks", "t2v", "--motions", "zigzag", "--num_frames", "33", "--num_clips", "2", "--height", "64"]
+    flags += ["--width", "64"]
+    base = run(model_dir, *flags)
+    off = run(model_dir, *flags, "--lora", str(tmp_path), "--lora_scale", "0")
+    on = run(model_dir, *flags, "--lora", str(tmp_path / "pytorch_lora_weights.safetensors"))
+    clips = base["tasks"]["t2v"]["clips"]
+    assert all(clip["label"]["motion"] in eval_default_model.ZIGZAG_MOTIONS for clip in clips)
+    assert all("zig" in clip["prompt"] for clip in clips)
+    assert base["tasks"]["t2v"]["ground_truth"]["motion_accuracy"] == 1.0  # the rendered zig-zags read as such
+    assert base["lora"] is None and off["lora"] == {"path": str(tmp_path), "scale": 0.0}
+    assert [c["generated"]["report"] for c in off["tasks"]["t2v"]["clips"]] == [
+        c["generated"]["report"] for c in clips
+    ]
+    assert on["lora"]["scale"] == 1.0
+    with pytest.raises(SystemExit):
+        run(model_dir, *flags, "--lora", str(tmp_path), "--lora_scale", "nan")

@@ -11,7 +11,7 @@ from sora_diffusers.data.captions import (
     HELD_OUT_SHAPE_WORDS,
     held_out_caption,
 )
-from sora_diffusers.data.shapes import COLORS, MOTIONS, SHAPES
+from sora_diffusers.data.shapes import ALL_MOTIONS, COLORS, SHAPES, ZIGZAG_MOTIONS
 
 
 FUNCTION_WORDS = {"a", "an", "the", "on", "its", "off", "each"}
@@ -26,7 +26,11 @@ def test_held_out_words_never_appear_in_captions():
     for seed in range(400):
         rng = np.random.default_rng(seed)
         caption_words |= _words(caption_clip(sample_clip_spec(rng, 64, 64, 17), rng))
-    assert {"red", "circle", "moves", "right", "disc", "ball"} <= caption_words  # the vocabulary was sampled
+    for seed in range(100):  # the opt-in zig-zags' captions too
+        rng = np.random.default_rng(seed)
+        caption_words |= _words(caption_clip(sample_clip_spec(rng, 64, 64, 33, motions=ZIGZAG_MOTIONS), rng))
+    sampled = {"red", "circle", "moves", "right", "disc", "ball", "zig-zags", "zigzag"}
+    assert sampled <= caption_words  # the vocabulary was sampled
     held_out = set().union(
         *(_words(phrase) for table in (HELD_OUT_COLOR_WORDS, HELD_OUT_SHAPE_WORDS, HELD_OUT_MOTION_PHRASES)
           for phrase in table.values())
@@ -36,6 +40,6 @@ def test_held_out_words_never_appear_in_captions():
 
 def test_every_label_has_a_held_out_phrasing():
     assert set(HELD_OUT_COLOR_WORDS) == set(COLORS) and set(HELD_OUT_SHAPE_WORDS) == set(SHAPES)
-    assert set(HELD_OUT_MOTION_PHRASES) == set(MOTIONS)
+    assert set(HELD_OUT_MOTION_PHRASES) == set(ALL_MOTIONS)
     assert held_out_caption("red", "circle", "right") == "a scarlet orb heads east on a black background"
     assert held_out_caption("orange", "triangle", "up").startswith("a tangerine wedge climbs")

@@ -4,6 +4,7 @@ from ..training.buckets import ASPECT_RATIOS, NUM_FRAMES_CHOICES
 from .captions import canonical_caption, caption_clip
 from .dataset import Bucket, ShapesWorldDataset, collate_shapes, make_buckets, video_to_tensor, write_dataset
 from .shapes import (
+    ALL_MOTIONS,
     BACKGROUND_COLORS,
     COLORS,
     DIRECTIONS,
@@ -12,6 +13,7 @@ from .shapes import (
     PALETTE,
     SHAPES,
     SIZES,
+    ZIGZAG_MOTIONS,
     BackgroundSpec,
     ClipSpec,
     ObjectSpec,
@@ -24,6 +26,7 @@ from .video_io import read_video, write_video
 
 
 __all__ = [
+    "ALL_MOTIONS",
     "ASPECT_RATIOS",
     "BACKGROUND_COLORS",
     "COLORS",
@@ -34,6 +37,7 @@ __all__ = [
     "PALETTE",
     "SHAPES",
     "SIZES",
+    "ZIGZAG_MOTIONS",
     "BackgroundSpec",
     "Bucket",
     "ClipSpec",

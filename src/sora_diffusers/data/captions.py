@@ -2,7 +2,9 @@
 
 `caption_clip(spec, rng)` describes every object (size, colour, shape, motion, speed), the background and the
 occluder, with several phrasings for each, so a text encoder sees varied but always true descriptions.
-`canonical_caption(color, shape, motion)` is the one fixed phrasing used as an evaluation prompt.
+`canonical_caption(color, shape, motion)` is the one fixed phrasing used as an evaluation prompt, and
+`held_out_caption` the same label in words no caption uses. Every motion of `shapes.ALL_MOTIONS` has its phrasings,
+the opt-in zig-zags included ("zig-zags to the right"; held out: "weaves east").
 """
 
 import numpy as np
@@ -55,6 +57,31 @@ MOTION_PHRASES: dict[str, tuple[str, ...]] = {
     "shrink": ("shrinks", "gets smaller", "contracts", "dwindles in size"),
     "rotate": ("rotates {turn}", "spins {turn} in place", "turns {turn} around its center"),
     "still": ("stays still", "sits motionless", "remains in place", "does not move"),
+    # Opt-in (`shapes.ZIGZAG_MOTIONS`): the default world never draws these, so its captions are unchanged.
+    "zigzag-right": (
+        "zig-zags to the right",
+        "zigzags rightward",
+        "moves to the right in a zig-zag",
+        "travels from left to right in a zigzag path",
+    ),
+    "zigzag-left": (
+        "zig-zags to the left",
+        "zigzags leftward",
+        "moves to the left in a zig-zag",
+        "travels from right to left in a zigzag path",
+    ),
+    "zigzag-up": (
+        "zig-zags up",
+        "zigzags upward",
+        "moves up in a zig-zag",
+        "travels from the bottom toward the top in a zigzag path",
+    ),
+    "zigzag-down": (
+        "zig-zags down",
+        "zigzags downward",
+        "moves down in a zig-zag",
+        "travels from the top toward the bottom in a zigzag path",
+    ),
 }
 SLOW_WORDS = ("slowly", "gently", "leisurely")
 FAST_WORDS = ("quickly", "rapidly", "fast")
@@ -218,6 +245,10 @@ HELD_OUT_MOTION_PHRASES: dict[str, str] = {
     "shrink": "deflates",
     "rotate": "twirls on its axis",
     "still": "holds stationary",
+    "zigzag-right": "weaves east",
+    "zigzag-left": "weaves west",
+    "zigzag-up": "weaves skyward",
+    "zigzag-down": "weaves earthward",
 }
 
 

@@ -1,7 +1,10 @@
 """The procedural "shapes world": seeded scene sampling (`sample_clip_spec`) and fast numpy rendering (`render_clip`).
 
 A clip is one or two coloured shapes (circle, square, triangle) on a black, plain or gradient background, moving in
-one of `MOTIONS`, sometimes passing behind a grey bar (an occluder, to teach object permanence). Everything is
+one of `MOTIONS`, sometimes passing behind a grey bar (an occluder, to teach object permanence). Opt-in concepts the
+default world never draws, for fine-tuning examples: `ZIGZAG_MOTIONS` (steady progress right, left, up or down while
+swinging sideways in a triangle wave), asked for with `motion=` or `motions=`; the default world's seeds render,
+caption and serialise exactly as before they existed. Everything is
 described by a `ClipSpec` of plain numbers and names, so a clip can be stored as JSON, re-rendered exactly, captioned
 (`captions.caption_clip`) and scored against its own label (`sora_diffusers.eval`).
 
@@ -12,6 +15,7 @@ is the diameter of the circle with the same area, so a small square and a small 
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +64,11 @@ DIRECTIONS: dict[str, tuple[int, int]] = {  # unit steps (dx, dy) on screen, y d
     "down-left": (-1, 1),
 }
 MOTIONS = (*DIRECTIONS, "bounce", "grow", "shrink", "rotate", "still")
+# Opt-in: a zig-zag goes steadily along one of these directions while its sideways position (perpendicular to it)
+# sweeps back and forth between two lines, in straight legs of equal duration, turning at least 3 times.
+ZIGZAG_PREFIX = "zigzag-"
+ZIGZAG_MOTIONS = tuple(f"{ZIGZAG_PREFIX}{name}" for name in ("right", "left", "up", "down"))
+ALL_MOTIONS = (*MOTIONS, *ZIGZAG_MOTIONS)  # every motion a clip can have; the default world draws from MOTIONS
 SIZES: dict[str, float] = {"small": 0.15, "medium": 0.22, "large": 0.30}  # equal-area diameter / min(width, height)
 DEFAULT_FPS = 16
 DEFAULT_SUPERSAMPLE = 4  # anti-aliasing: 4 x 4 samples per pixel (17 coverage levels at the edges)
@@ -92,6 +101,10 @@ MIN_SIDE = 16
 EDGE_MARGIN, EDGE_MARGIN_MIN_PX = 0.02, 1.0  # free space kept along the frame border and between two objects
 MIN_DIAMETER_PX = 6.0  # below this a triangle, a square and a circle are a few indistinguishable pixels
 MIN_SHRUNK_DIAMETER_PX = 4.5  # a shrinking object ends at least this big
+ZIGZAG_SWING = (0.15, 0.25)  # sideways distance between the two lines a zig-zag turns at
+ZIGZAG_LEG_FRAMES = (6.0, 8.0)  # frames per leg: about 1 s per back-and-forth at 16 fps, slow enough for a 4x VAE
+ZIGZAG_MIN_LEGS = 4  # 3 turns at least: more sideways reversals than the default world's bounces make (see eval)
+ZIGZAG_MIN_FRAMES = 1 + int(ZIGZAG_MIN_LEGS * ZIGZAG_LEG_FRAMES[0])  # 25
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -114,6 +127,10 @@ class ObjectSpec:
     angle: float = 0.0  # orientation at frame 0
     spin: float = 0.0  # degrees per frame, positive = clockwise
     bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # (x0, y0, x1, y1): walls a bouncing object hits
+    # Zig-zags only (`ZIGZAG_MOTIONS`; 0 otherwise): the sideways offset (signed, perpendicular to `velocity`) at the
+    # end of the first leg, the other line being the frame-0 line; and the number of straight legs over the clip.
+    swing: float = 0.0
+    legs: int = 0
 
 
 @dataclass
@@ -154,8 +171,16 @@ class ClipSpec:
         return {"color": obj.color, "shape": obj.shape, "motion": obj.motion}
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict (tuples become lists); `ClipSpec.from_dict` inverts it."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict (tuples become lists); `ClipSpec.from_dict` inverts it.
+
+        Objects that do not zig-zag leave out `swing` and `legs`, so a default-world spec serialises exactly as it
+        did before zig-zags existed (the metadata of datasets and latent caches written then stays valid).
+        """
+        data = dataclasses.asdict(self)
+        for obj in data["objects"]:
+            if not obj["legs"]:
+                del obj["swing"], obj["legs"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ClipSpec":
@@ -220,6 +245,32 @@ def _feasible_motions(bounds, shape: str, diameter: float, side: float) -> list[
     return motions
 
 
+def _zigzag_feasible(bounds, shape: str, diameter: float, side: float, motion: str) -> bool:
+    """Whether a zig-zag `motion` fits: the usual minimum travel along it and the smallest swing across it."""
+    fx0, fy0, fx1, fy1 = _free_range(bounds, extent(shape, diameter))
+    along_x = DIRECTIONS[motion.removeprefix(ZIGZAG_PREFIX)][0] != 0
+    along, across = (fx1 - fx0, fy1 - fy0) if along_x else (fy1 - fy0, fx1 - fx0)
+    return along >= MIN_TRAVEL * side and across >= ZIGZAG_SWING[0] * side
+
+
+def _place_zigzag(rng, obj: ObjectSpec, free_box, num_frames: int, side: float) -> tuple[float, float]:
+    """Frame-0 centre of a zig-zag; sets its velocity (the steady part), `swing` and `legs`. The whole path, both
+    lines it turns at included, lies inside `free_box`."""
+    fx0, fy0, fx1, fy1 = free_box
+    dx, dy = DIRECTIONS[obj.motion.removeprefix(ZIGZAG_PREFIX)]
+    (low, high), (across_low, across_high) = ((fx0, fx1), (fy0, fy1)) if dx else ((fy0, fy1), (fx0, fx1))
+    direction, free = dx or dy, high - low
+    travel = max(rng.uniform(*TRAVEL_RANGE) * free, min(MIN_TRAVEL * side, free))
+    start = low + _uniform(rng, 0, free - travel) + (travel if direction < 0 else 0)
+    swing = min(rng.uniform(*ZIGZAG_SWING) * side, across_high - across_low)
+    sign = float(rng.choice([-1.0, 1.0]))
+    first_line = _uniform(rng, across_low, across_high - swing) + (swing if sign < 0 else 0)
+    obj.legs = max(ZIGZAG_MIN_LEGS, int(round((num_frames - 1) / rng.uniform(*ZIGZAG_LEG_FRAMES))))
+    obj.swing = sign * swing
+    obj.velocity = (dx * travel / (num_frames - 1), dy * travel / (num_frames - 1))
+    return (start, first_line) if dx else (first_line, start)
+
+
 def _place_object(rng, obj: ObjectSpec, num_frames: int, side: float) -> ObjectSpec:
     """Fill in centre, velocity, scale and spin for `obj.motion` so the object stays inside `obj.bounds`."""
     steps = num_frames - 1
@@ -242,6 +293,8 @@ def _place_object(rng, obj: ObjectSpec, num_frames: int, side: float) -> ObjectS
         obj.velocity = (dx * travel / steps, dy * travel / steps)
     elif obj.motion == "bounce":
         x, y, obj.velocity = _bounce_start(rng, (fx0, fy0, fx1, fy1), steps, side)
+    elif obj.motion in ZIGZAG_MOTIONS:
+        x, y = _place_zigzag(rng, obj, (fx0, fy0, fx1, fy1), num_frames, side)
     elif obj.motion == "rotate":
         obj.angle = float(rng.uniform(0, 360))
         obj.spin = float(rng.uniform(*SPIN_DEG_PER_FRAME) * rng.choice([-1, 1]))
@@ -329,7 +382,9 @@ def _sample_object(
         shape_name = shape or str(rng.choice(SHAPES if wanted != "rotate" else tuple(POLYGON_SIDES)))
         diameter = max(SIZES[size_name] * side, MIN_DIAMETER_PX)
         feasible = _feasible_motions(bounds, shape_name, diameter, side)
-        if wanted in feasible:
+        if wanted in feasible or (
+            wanted in ZIGZAG_MOTIONS and _zigzag_feasible(bounds, shape_name, diameter, side, wanted)
+        ):
             break
     else:
         if motion is not None:
@@ -356,6 +411,7 @@ def sample_clip_spec(
     size: str | None = None,
     background: BackgroundSpec | str | None = None,
     occluder: bool | None = None,
+    motions: Sequence[str] | None = None,
 ) -> ClipSpec:
     """Sample a random scene. Keyword arguments pin parts of it; anything left `None` is drawn from `rng`.
 
@@ -364,9 +420,12 @@ def sample_clip_spec(
         width, height, num_frames (`int`): frame size in pixels (at least 16) and clip length.
         num_objects (`int`, *optional*): 1 or 2. Two objects get different colours and a half of the frame each.
         shape, color, motion, size (`str`, *optional*): the main object's attributes (see `SHAPES`, `COLORS`,
-            `MOTIONS`, `SIZES`). A rotating circle is refused (it would look still).
+            `ALL_MOTIONS`, `SIZES`). A rotating circle is refused (it would look still); a zig-zag needs at least
+            `ZIGZAG_MIN_FRAMES` frames and no occluder.
         background (`BackgroundSpec` or `str`, *optional*): a spec, or the name of a plain `BACKGROUND_COLORS` colour.
         occluder (`bool`, *optional*): force a grey bar (only with one object moving left/right/up/down) or forbid it.
+        motions (`Sequence[str]`, *optional*): draw the main object's motion uniformly from these (`ALL_MOTIONS`
+            names) when `motion` is not given, e.g. `ZIGZAG_MOTIONS`. `None`: the default world's draw.
 
     Returns:
         `ClipSpec`: deterministic for a given seed and arguments.
@@ -375,16 +434,24 @@ def sample_clip_spec(
     rng = _as_rng(rng)
     if min(width, height) < MIN_SIDE or num_frames < 2:
         raise ValueError(f"need width, height >= {MIN_SIDE} and num_frames >= 2, got {width}x{height}x{num_frames}")
+    if motions is not None:
+        if isinstance(motions, str) or not len(motions):
+            raise ValueError(f"motions must be a non-empty sequence of motion names, got {motions!r}")
+        for name in motions:
+            _check_choice("motions", name, ALL_MOTIONS)
+        motion = motion or str(rng.choice(list(motions)))  # drawn first: the default world's draws are untouched
     for name, value, choices in (
         ("shape", shape, SHAPES),
         ("color", color, COLORS),
-        ("motion", motion, MOTIONS),
+        ("motion", motion, ALL_MOTIONS),
         ("size", size, SIZES),
         ("num_objects", num_objects, (1, 2)),
     ):
         _check_choice(name, value, choices)
     if motion == "rotate" and shape == "circle":
         raise ValueError("a rotating circle looks exactly like a still one: pick a square or a triangle")
+    if motion in ZIGZAG_MOTIONS and num_frames < ZIGZAG_MIN_FRAMES:
+        raise ValueError(f"a zig-zag needs num_frames >= {ZIGZAG_MIN_FRAMES} (4 legs of 6 frames), got {num_frames}")
     if occluder and num_objects == 2:
         raise ValueError("occluders are only drawn in one-object clips")
     side = float(min(width, height))
@@ -432,7 +499,15 @@ def object_trajectory(obj: ObjectSpec, num_frames: int) -> dict[str, np.ndarray]
     if obj.motion == "bounce":
         fx0, fy0, fx1, fy1 = _free_range(obj.bounds, extent(obj.shape, obj.diameter))
         x, y = _reflect(x, fx0, fx1), _reflect(y, fy0, fy1)
+    if obj.legs:  # a zig-zag: the sideways triangle wave, perpendicular to the steady velocity
+        offset = obj.swing * _triangle_wave(obj.legs * progress)
+        x, y = (x, y + offset) if obj.velocity[0] else (x + offset, y)
     return {"x": x, "y": y, "diameter": diameter, "angle": obj.angle + obj.spin * t}
+
+
+def _triangle_wave(u: np.ndarray) -> np.ndarray:
+    """0 at even u, 1 at odd u, straight in between: leg k of a zig-zag is u in [k, k + 1]."""
+    return 1.0 - np.abs(np.mod(u, 2.0) - 1.0)
 
 
 def _reflect(p: np.ndarray, lo: float, hi: float) -> np.ndarray:

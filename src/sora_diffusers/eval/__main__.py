@@ -8,7 +8,7 @@ import json
 import math
 import sys
 
-from ..data.shapes import COLORS, MOTIONS, SHAPES
+from ..data.shapes import ALL_MOTIONS, COLORS, SHAPES
 from .shapes_eval import evaluate_clip, evaluate_many
 
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="mp4 or gif file(s)")
     parser.add_argument("--color", help=f"intended colour: {', '.join(COLORS)}")
     parser.add_argument("--shape", help=f"intended shape: {', '.join(SHAPES)}")
-    parser.add_argument("--motion", help=f"intended motion: {', '.join(MOTIONS)}")
+    parser.add_argument("--motion", help=f"intended motion: {', '.join(ALL_MOTIONS)}")
     parser.add_argument("--image", help="conditioning image: adds the first frame's PSNR")
     parser.add_argument("--seam", type=int, help="first frame of an extension: adds seam continuity")
     return parser

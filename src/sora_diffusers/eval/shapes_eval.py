@@ -21,7 +21,13 @@ The rules, in the order `evaluate_clip` applies them:
   strengths of the target's coverage (`segmentation.angular_harmonic`): at least `TRIANGLE_MIN_H3` (0.25) of 3-fold
   symmetry is a triangle, else at least `SQUARE_MIN_H4` (0.14) of 4-fold symmetry is a square, else a circle. It
   calls a heart, an ellipse or a rounded lump a circle or a square, which is why it is no longer the score.
-* **Motion**, first rule that holds: "bounce" when the centroid reverses along x or y with at least
+* **Motion**, first rule that holds: "zigzag-DIRECTION" (the opt-in `data.shapes.ZIGZAG_MOTIONS`) when the
+  centroid goes one way along x or y (no reversal larger than `BOUNCE_HYSTERESIS`, and a least-squares displacement
+  of at least `MOVE_MIN`: DIRECTION) while along the other axis it reverses at least `ZIGZAG_MIN_REVERSALS` times
+  between legs of at least `ZIGZAG_MIN_SWING` each (a straight mover has no such reversal; a bounce always reverses
+  along its direction of travel, and the default world's bounces turn at most twice along an axis whose other axis
+  goes one way; `ZIGZAG_MIN_SWING` equals `BOUNCE_MIN_LEG`, so a track read as a zig-zag would otherwise have been
+  read as a bounce, never as a direction); "bounce" when the centroid reverses along x or y with at least
   `BOUNCE_MIN_LEG` of travel on both sides of the turn (turns smaller than `BOUNCE_HYSTERESIS` are jitter); a
   compass direction (8 sectors of 45 degrees, y up) when the least-squares centroid displacement over the clip is at
   least `MOVE_MIN`; "grow" / "shrink" when the median area (the colour's coverage summed over the object and a
@@ -47,7 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.shapes import COLORS, MOTIONS, PALETTE, SHAPES
+from ..data.shapes import ALL_MOTIONS, COLORS, PALETTE, SHAPES, ZIGZAG_PREFIX
 from .segmentation import (
     ANALYSIS_MAX_SIDE,
     COVERAGE_THRESHOLD,
@@ -79,6 +85,8 @@ MIN_ORIENTATION_STRENGTH = 0.1
 BOUNCE_HYSTERESIS = 0.05
 BOUNCE_MIN_LEG = 0.08
 MOVE_MIN = 0.1
+ZIGZAG_MIN_REVERSALS = 3
+ZIGZAG_MIN_SWING = BOUNCE_MIN_LEG  # sideways legs on both sides of a counted reversal
 GROW_MIN_RATIO = 1.5
 AREA_RIM_PX = 2  # the object's area also sums the colour blurred up to this far outside it
 ROTATE_MIN_DEG = 20.0
@@ -112,8 +120,13 @@ def normalize_label(kind: str, value: str | None) -> str | None:
     name = value.strip().lower().replace("_", "-").replace(" ", "-")
     if kind == "motion":
         name = name.removeprefix("moving-").removeprefix("move-")
+        for spelling in ("zig-zagging-", "zigzagging-", "zig-zag-"):  # "zig-zagging right" -> "zigzag-right"
+            name = ZIGZAG_PREFIX + name.removeprefix(spelling) if name.startswith(spelling) else name
+        if name.startswith(ZIGZAG_PREFIX):
+            direction = name.removeprefix(ZIGZAG_PREFIX)
+            name = ZIGZAG_PREFIX + MOTION_ALIASES.get(direction, direction)
         name = MOTION_ALIASES.get(name, name)
-    choices = {"color": COLORS, "shape": SHAPES, "motion": MOTIONS}[kind]
+    choices = {"color": COLORS, "shape": SHAPES, "motion": ALL_MOTIONS}[kind]
     if name not in choices:
         raise ValueError(f"unknown {kind} {value!r}; expected one of {choices}")
     return name
@@ -273,6 +286,25 @@ def _bounces(xs: np.ndarray, ys: np.ndarray, side: float) -> bool:
     return False
 
 
+def zigzag_reading(xs: np.ndarray, ys: np.ndarray, dx: float, dy: float, side: float) -> tuple[str | None, int]:
+    """The zig-zag a centroid track shows, as `("zigzag-right", reversals)`, or `(None, reversals)`.
+
+    The main axis is one along which the track goes one way (no reversal above `BOUNCE_HYSTERESIS`) with a
+    least-squares displacement (`dx`, `dy`, y down) of at least `MOVE_MIN`; reversals are counted across it (see the
+    module docstring). `reversals` is the larger count of the two axes when neither qualifies.
+    """
+    hysteresis, swing = BOUNCE_HYSTERESIS * side, ZIGZAG_MIN_SWING * side
+    counts = []
+    for along, across, displacement, names in ((xs, ys, dx, ("right", "left")), (ys, xs, dy, ("down", "up"))):
+        legs = swing_legs(across, hysteresis)
+        reversals = sum(a >= swing and b >= swing for a, b in zip(legs, legs[1:]))
+        one_way = len(swing_legs(along, hysteresis)) <= 1 and abs(displacement) >= MOVE_MIN * side
+        if one_way and reversals >= ZIGZAG_MIN_REVERSALS:
+            return ZIGZAG_PREFIX + names[0 if displacement > 0 else 1], reversals
+        counts.append(reversals)
+    return None, max(counts)
+
+
 def compass_direction(dx: float, dy: float) -> str:
     """Screen displacement (y down) -> one of the 8 compass motion names."""
     angle = math.degrees(math.atan2(-dy, dx)) % 360
@@ -300,7 +332,13 @@ def measure_motion(track: list[Blob | None], features: dict[int, ShapeFeatures],
     """Motion measurements of the target track and the motion label they imply (see the module docstring)."""
     seen = [blob for blob in track if blob is not None]
     if len(seen) < 2:
-        return {"predicted_motion": None, "displacement": None, "area_ratio": None, "rotation_deg": None}
+        return {
+            "predicted_motion": None,
+            "displacement": None,
+            "area_ratio": None,
+            "rotation_deg": None,
+            "zigzag_reversals": None,
+        }
     t = np.array([blob.frame for blob in seen], dtype=np.float64)
     xs = np.array([blob.centroid[0] for blob in seen])
     ys = np.array([blob.centroid[1] for blob in seen])
@@ -310,7 +348,10 @@ def measure_motion(track: list[Blob | None], features: dict[int, ShapeFeatures],
     area_ratio = _area_ratio([features[blob.frame].area for blob in clean])
     # Every unoccluded frame, cut by the border or not: a gap in the phase track would make unwrapping ambiguous.
     rotation = rotation_degrees([features[blob.frame] for blob in seen if not blob.touches_occluder])
-    if _bounces(xs, ys, side):
+    zigzag, reversals = zigzag_reading(xs, ys, dx, dy, side)
+    if zigzag:
+        motion = zigzag
+    elif _bounces(xs, ys, side):
         motion = "bounce"
     elif math.hypot(dx, dy) >= MOVE_MIN * side:
         motion = compass_direction(dx, dy)
@@ -325,6 +366,7 @@ def measure_motion(track: list[Blob | None], features: dict[int, ShapeFeatures],
         "displacement": [round(float(dx) / side, 4), round(float(dy) / side, 4)],
         "area_ratio": round(area_ratio, 4),
         "rotation_deg": round(rotation, 2),
+        "zigzag_reversals": reversals,  # reversals across the main axis between legs of at least ZIGZAG_MIN_SWING
     }
 
 
@@ -442,7 +484,8 @@ def evaluate_clip(
     Args:
         video: a `(T, H, W, 3)` array or tensor (uint8, or float in [0, 1] / [-1, 1]), `(3, T, H, W)`, a list of PIL
             frames, or a path to an mp4/gif.
-        color, shape, motion (`str`, *optional*): the label (`COLORS`, `SHAPES`, `MOTIONS`; motion aliases accepted).
+        color, shape, motion (`str`, *optional*): the label (`COLORS`, `SHAPES`, `ALL_MOTIONS`; motion aliases
+            accepted, e.g. "moving_right", "zig-zagging right").
         image (*optional*): a conditioning image; adds `first_frame_psnr`.
         seam_index (`int`, *optional*): first frame of an extension; adds `seam_continuity`.
 
@@ -452,7 +495,7 @@ def evaluate_clip(
         `predicted_shape` (the shape read most often), `shape_read_shares` (share of judged frames per shape),
         `shape_frames_judged`, `shape_iou` (median best IoU), `shape_correct_lenient` and `predicted_shape_lenient`
         (the harmonic reading used before 2026-12), `shape_fill`, `predicted_motion`, `displacement` (x, y in frame sides, y down),
-        `area_ratio`, `rotation_deg`), `has_occluder`, `target_frames`, and the optional fidelity scores.
+        `area_ratio`, `rotation_deg`, `zigzag_reversals`), `has_occluder`, `target_frames`, and the optional fidelity scores.
     """
     color, shape, motion = (
         normalize_label("color", color),
