@@ -24,6 +24,7 @@ from sora_diffusers.data.shapes import (
     DIRECTIONS,
     MIN_TRAVEL,
     ZIGZAG_LEG_FRAMES,
+    ZIGZAG_MIN_LEG_FRAMES,
     ZIGZAG_MIN_FRAMES,
     ZIGZAG_MIN_LEGS,
     ZIGZAG_SWING,
@@ -79,7 +80,9 @@ def test_zigzags_go_one_way_and_swing_sideways():
         assert np.all(np.diff(along) * sign > 0), obj  # steady progress the named way
         assert abs(along[-1] - along[0]) >= MIN_TRAVEL * side - 1e-6
         assert obj.legs >= ZIGZAG_MIN_LEGS and _turns(across) == obj.legs - 1, obj
-        assert (spec.num_frames - 1) / obj.legs >= ZIGZAG_LEG_FRAMES[0] - 1.0  # legs slow enough for a 4x VAE
+        assert (spec.num_frames - 1) / obj.legs >= ZIGZAG_MIN_LEG_FRAMES  # legs slow enough for a 4x VAE
+        # One pattern: the first leg goes to the left of the travel (up when going right; y is down).
+        assert np.sign(across[1] - across[0]) == (-dx if dx else dy), obj
         assert np.ptp(across) == pytest.approx(abs(obj.swing)) and abs(obj.swing) <= ZIGZAG_SWING[1] * side + 1e-6
         for other in spec.objects[1:]:
             assert other.motion in MOTIONS and other.legs == 0
@@ -89,6 +92,13 @@ def test_zigzags_go_one_way_and_swing_sideways():
             x0, y0, x1, y1 = each.bounds
             assert np.all(track["x"] - reach >= x0 - 1e-6) and np.all(track["x"] + reach <= x1 + 1e-6)
             assert np.all(track["y"] - reach >= y0 - 1e-6) and np.all(track["y"] + reach <= y1 + 1e-6)
+
+
+@pytest.mark.parametrize("num_frames, legs", [(25, 4), (33, 4), (49, 6), (65, 8)])
+def test_a_zigzag_has_legs_of_about_8_frames(num_frames, legs):
+    spec = sample_clip_spec(3, 128, 128, num_frames, motion="zigzag-right", num_objects=1)
+    assert spec.objects[0].legs == legs
+    assert ZIGZAG_LEG_FRAMES == 8.0 and 8 * 4 + 1 == 33  # at 33 frames the turns fall on frames 8, 16 and 24
 
 
 def test_zigzag_specs_round_trip_and_render():

@@ -102,9 +102,12 @@ EDGE_MARGIN, EDGE_MARGIN_MIN_PX = 0.02, 1.0  # free space kept along the frame b
 MIN_DIAMETER_PX = 6.0  # below this a triangle, a square and a circle are a few indistinguishable pixels
 MIN_SHRUNK_DIAMETER_PX = 4.5  # a shrinking object ends at least this big
 ZIGZAG_SWING = (0.15, 0.25)  # sideways distance between the two lines a zig-zag turns at
-ZIGZAG_LEG_FRAMES = (6.0, 8.0)  # frames per leg: about 1 s per back-and-forth at 16 fps, slow enough for a 4x VAE
+# One pattern, as a letter has one form: legs of 8 frames (2 latent frames of a 4x temporal VAE, so at 33 frames the
+# 4 legs turn on latent-frame boundaries; 1 s per back-and-forth at 16 fps), the first leg to the left of the travel.
+ZIGZAG_LEG_FRAMES = 8.0
+ZIGZAG_MIN_LEG_FRAMES = 6.0  # shorter clips get shorter legs, down to this
 ZIGZAG_MIN_LEGS = 4  # 3 turns at least: more sideways reversals than the default world's bounces make (see eval)
-ZIGZAG_MIN_FRAMES = 1 + int(ZIGZAG_MIN_LEGS * ZIGZAG_LEG_FRAMES[0])  # 25
+ZIGZAG_MIN_FRAMES = 1 + int(ZIGZAG_MIN_LEGS * ZIGZAG_MIN_LEG_FRAMES)  # 25
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -263,9 +266,9 @@ def _place_zigzag(rng, obj: ObjectSpec, free_box, num_frames: int, side: float) 
     travel = max(rng.uniform(*TRAVEL_RANGE) * free, min(MIN_TRAVEL * side, free))
     start = low + _uniform(rng, 0, free - travel) + (travel if direction < 0 else 0)
     swing = min(rng.uniform(*ZIGZAG_SWING) * side, across_high - across_low)
-    sign = float(rng.choice([-1.0, 1.0]))
+    sign = float(-dx if dx else dy)  # left of the travel: up when going right, right when going down (y is down)
     first_line = _uniform(rng, across_low, across_high - swing) + (swing if sign < 0 else 0)
-    obj.legs = max(ZIGZAG_MIN_LEGS, int(round((num_frames - 1) / rng.uniform(*ZIGZAG_LEG_FRAMES))))
+    obj.legs = max(ZIGZAG_MIN_LEGS, int(round((num_frames - 1) / ZIGZAG_LEG_FRAMES)))
     obj.swing = sign * swing
     obj.velocity = (dx * travel / (num_frames - 1), dy * travel / (num_frames - 1))
     return (start, first_line) if dx else (first_line, start)
