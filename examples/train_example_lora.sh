@@ -55,15 +55,16 @@ for stage in $STAGES; do
       # Stored in float16 (half the bytes; the LoRA's update to the float32 model moves by ~1e-3 of itself).
       mkdir -p "$LORA"
       python - "$RUNS/$TRAIN_DIR/pytorch_lora_weights.safetensors" "$LORA/pytorch_lora_weights.safetensors" <<'PY'
-import os, sys
+import sys
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from sora_diffusers.utils.atomic import atomic_path
 source, target = sys.argv[1:]
 with safe_open(source, "pt") as f:
     weights, metadata = {k: f.get_tensor(k).to(torch.float16) for k in f.keys()}, f.metadata()
-save_file(weights, target + ".tmp", metadata)
-os.replace(target + ".tmp", target)
+with atomic_path(target) as temporary:
+    save_file(weights, temporary, metadata)
 PY
       cp "$RUNS/$TRAIN_DIR/README.md" "$LORA/"
       ;;
