@@ -9,6 +9,8 @@
 - `lora/`: a rank-4 LoRA for the embedded model with random weights, in diffusers' format: it changes the video and
   has learned nothing (a stand-in for a LoRA you train).
 
+`lora/zigzag/` is not written here: it is a trained LoRA (the zig-zag motion), made by `examples/train_example_lora.sh`.
+
 The clips are shapes-world scenes (`sora_diffusers.data.render_clip`) at the embedded model's own size and lengths (it
 was trained on 256x256 clips of 17 and 33 frames). Everything is deterministic: the same script writes the same
 pictures (mp4 bytes may differ with the ffmpeg build).
