@@ -20,7 +20,7 @@ RUNS=${RUNS:-../runs/lora_zigzag}  # data, caches, checkpoints and evaluations s
 TRAIN_DIR=${TRAIN_DIR:-train}  # the training run's folder in RUNS: a new name starts a new run, the same name resumes
 STAGES=${STAGES:-"data train install eval card"}
 # Training rounds, PEAK:END each: lr 1e-3 constant to step PEAK, then linear to 0 at step END; a round goes on from the
-# last one's final step. The shipped LoRA: 5,000 steps read 0.71 of the held-out zig-zags, a second round 0.?? .
+# last one's final step. The shipped LoRA: the first round read 0.71 of the held-out zig-zags, the second 0.83.
 ROUNDS=${ROUNDS:-"4000:5000 6500:7500"}
 LORA=examples/assets/lora/zigzag
 # 1 torch thread: on a CPU shared with other jobs two threads spin-wait on each other and a step takes twice as long
@@ -107,7 +107,8 @@ for motions, metric, name in (
     ("directional", "prompt_adherence_lenient", "text-to-video: colour, shape (lenient) and direction right"),
     ("directional", "permanence", "text-to-video: object permanence"),
 ):
-    results[f"{name}, base / with the LoRA"] = f"{scores(motions, 'base')[metric]:.2f} / {scores(motions, 'lora')[metric]:.2f}"
+    base, with_lora = scores(motions, "base")[metric], scores(motions, "lora")[metric]
+    results[f"{name}, base / with the LoRA"] = f"{base:.2f} / {with_lora:.2f}"
 card = create_model_card(
     "A LoRA that teaches the embedded default model of sora_diffusers (v1.6) a motion it never learned: the zig-zag, "
     "\"a red circle zig-zags to the right\". Rank 32 on every attention projection and FFN linear of its 6 blocks "
