@@ -8,9 +8,9 @@ A DiT generates latents and the VAE decodes them, so whatever the evaluator cann
 give. Scenes are those of `eval_default_model.py` (same seeds and flags: one object, the 8 compass directions,
 occluders as sampled). Prints the evaluator's scores on the round trips and on the rendered scenes, the PSNR of every
 frame index averaged over the clips (a causal VAE trained on short clips can fall off after them), and the strict
-shape reading frame by frame: the share of judged frames (object whole) that read as the scene's shape, for the first
-frame (encoded alone, as an image) and for the later ones (4 to a latent frame), which tells a clip's shape score
-(80% of its frames) from what the VAE keeps in one frame.
+shape reading frame by frame: of the frames behind a clip's shape score (the object whole; at most 17, evenly
+spaced), the share that read as the scene's shape, for the first frame (encoded alone, as an image) and for the later
+ones (4 to a latent frame), which tells a clip's shape score (80% of its frames) from what the VAE keeps in one frame.
 """
 
 import argparse
@@ -55,12 +55,11 @@ def round_trip(vae: SpacetimeVAE, frames: np.ndarray) -> np.ndarray:
     return ((out.permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).numpy()
 
 
-def frame_shape_reads(frames: np.ndarray, color: str, shape: str, **_) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame of a clip: (judged, right) booleans of the strict shape reading of that frame alone."""
-    judged, right = np.zeros(len(frames), bool), np.zeros(len(frames), bool)
-    for t in range(len(frames)):
-        score = evaluate_clip(frames[t : t + 1], color=color, shape=shape)
-        judged[t], right[t] = score["shape_frames_judged"] > 0, score["shape_correct"]
+def frame_shape_reads(report: dict, shape: str, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame of a clip: (judged, right) booleans of the strict shape reads behind `report`'s clip score."""
+    judged, right = np.zeros(num_frames, bool), np.zeros(num_frames, bool)
+    for frame, kind in report["shape_frame_reads"].items():
+        judged[frame], right[frame] = True, kind == shape
     return judged, right
 
 
@@ -74,10 +73,10 @@ def main(argv=None) -> dict:
         recon = round_trip(vae, rendered)
         mse = ((recon.astype(np.float64) - rendered) ** 2).mean(axis=(1, 2, 3))
         frame_psnr.append(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10)))
-        recon_scores.append([float(evaluate_clip(recon, **scene["label"])[k]) for k in SCORES])
-        truth_scores.append([float(evaluate_clip(rendered, **scene["label"])[k]) for k in SCORES])
-        frame_reads["round trip"].append(frame_shape_reads(recon, **scene["label"]))
-        frame_reads["rendered"].append(frame_shape_reads(rendered, **scene["label"]))
+        for video, scores, source in ((recon, recon_scores, "round trip"), (rendered, truth_scores, "rendered")):
+            report = evaluate_clip(video, **scene["label"])
+            scores.append([float(report[k]) for k in SCORES])
+            frame_reads[source].append(frame_shape_reads(report, scene["label"]["shape"], len(video)))
     recon_mean, truth_mean = np.mean(recon_scores, 0), np.mean(truth_scores, 0)
     per_frame = np.mean(frame_psnr, 0)
     print(f"\n{args.num_clips} held-out scenes, {args.num_frames} x {args.height} x {args.width}\n")

@@ -9,6 +9,7 @@ from PIL import Image, ImageFilter
 
 from sora_diffusers import SpacetimeVAE
 from sora_diffusers.data.shapes import render_clip, sample_clip_spec
+from sora_diffusers.eval import evaluate_clip
 
 from .conftest import load_script
 from .pipelines.conftest import TINY_VAE_CONFIG
@@ -42,9 +43,11 @@ def test_ceiling_scores_are_well_formed_and_reproducible(vae_dir, one_torch_thre
 def test_frame_shape_reads_fail_a_blurred_square():
     spec = sample_clip_spec(3, 128, 128, 3, shape="square", color="red", motion="still", size="large", occluder=False)
     frames = render_clip(spec)
-    judged, right = eval_vae_ceiling.frame_shape_reads(frames, color="red", shape="square")
+    report = evaluate_clip(frames, color="red", shape="square")
+    judged, right = eval_vae_ceiling.frame_shape_reads(report, "square", len(frames))
     assert judged.all() and right.all()
     # blurred until its corners are gone, as in tests/eval/test_shape_fit.py
     blurred = np.stack([np.asarray(Image.fromarray(frame).filter(ImageFilter.GaussianBlur(9))) for frame in frames])
-    judged, right = eval_vae_ceiling.frame_shape_reads(blurred, color="red", shape="square")
+    report = evaluate_clip(blurred, color="red", shape="square")
+    judged, right = eval_vae_ceiling.frame_shape_reads(report, "square", len(frames))
     assert judged.all() and not right.any()

@@ -148,3 +148,14 @@ def test_frames_cut_by_the_border_are_not_judged():
     whole = sum(150 + 4 * t + HALF_SIDE < SIDE - 2 for t in range(NUM_FRAMES))
     assert report["shape_correct"] and report["shape_read_shares"] == {"square": 1.0}
     assert report["shape_frames_judged"] <= whole < NUM_FRAMES
+    reads = report["shape_frame_reads"]  # the frames behind the score, by index: all before the edge, all squares
+    at_edge = min(t for t in range(NUM_FRAMES) if 150 + 4 * t + HALF_SIDE >= SIDE)
+    assert len(reads) == report["shape_frames_judged"] and max(reads) < at_edge and set(reads.values()) == {"square"}
+
+
+def test_frame_reads_show_where_a_shape_changes():
+    """A circle that becomes a square at frame 16 reads circle before and square after, frame by frame."""
+    video = _clip(lambda t, dx, dy: _circle(dx, dy) if t < 16 else _square(dx, dy))
+    reads = evaluate_clip(video, "red", "circle", "right")["shape_frame_reads"]
+    assert len(reads) >= 15 and all(isinstance(frame, int) for frame in reads)
+    assert {reads[f] for f in reads if f < 16} == {"circle"} and {reads[f] for f in reads if f >= 16} == {"square"}
