@@ -494,7 +494,8 @@ def evaluate_clip(
         `dict` with `color_correct`, `shape_correct`, `motion_correct` (`None` when that label was not given),
         `permanence` in [0, 1], `shape_stable`, the measurements behind them (`detected_colors`, `dominant_color`,
         `predicted_shape` (the shape read most often), `shape_read_shares` (share of judged frames per shape),
-        `shape_frame_reads` (judged frame index -> the shape it reads as, `None` when no kind fits), `shape_frames_judged`, `shape_iou` (median best IoU), `shape_correct_lenient` and `predicted_shape_lenient`
+        `shape_frame_reads` (judged frame index -> the shape it reads as, `None` when no kind fits),
+        `shape_frames_judged`, `shape_iou` (median best IoU), `shape_correct_lenient` and `predicted_shape_lenient`
         (the harmonic reading used before 2026-12), `shape_fill`, `predicted_motion`, `displacement` (x, y in frame sides, y down),
         `area_ratio`, `rotation_deg`, `zigzag_reversals`), `has_occluder`, `target_frames`, and the optional fidelity scores.
     """
