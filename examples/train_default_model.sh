@@ -6,6 +6,7 @@
 #   PROFILE=gpu bash examples/train_default_model.sh  # the same recipe with GPU-sized steps and batches
 #   STAGES="dit export" bash examples/train_default_model.sh   # only some stages
 #   VAE_SPACE=8 bash examples/train_default_model.sh  # an 8x-space VAE, and a 1x4x4 DiT patch on the CPU profile
+#   VAE_CHANNELS=48 bash examples/train_default_model.sh  # 48 latent channels (Wan 2.2 TI2V's), 16 by default
 #
 # Stages: vae (train_vae.py), dit (latent cache + train_text_to_video.py), decoder (train_vae.py fine-tuning the VAE's
 # decoder, its encoder frozen), export (export_default_model.py into src/sora_diffusers/default_model, with the
@@ -47,17 +48,18 @@ case "$VAE_SPACE" in
   *) echo "VAE_SPACE must be 16 or 8, got '$VAE_SPACE'" >&2; exit 2 ;;
 esac
 read -r -a DIT_PATCH <<< "$DIT_PATCH"
+VAE_CHANNELS=${VAE_CHANNELS:-16}
 
 for stage in $STAGES; do
   case "$stage" in
     vae)
-      # 2.6 M params: 2x2 patchify, then 3 downsamplings (16x space; PROFILE=gpu: 2, 8x space, 1.9 M), 4x time,
-      # 16 latent channels; 128 px crops of 256 px clips (the object scale of the demo). Two phases: 9-frame clips
-      # to step VAE_SWITCH, then 17- and 33-frame clips at half the batch (a VAE trained on 9 frames only
-      # reconstructs the frames after the 9th 6-7 dB worse). The cosine learning rate spans both phases.
+      # 2.6 M params: 2x2 patchify, then 3 downsamplings (16x space; VAE_SPACE=8: 2, 1.9 M), 4x time, VAE_CHANNELS
+      # latent channels; 128 px crops of 256 px clips (the object scale of the demo). Two phases: 9-frame clips to
+      # step VAE_SWITCH, then 17- and 33-frame clips at half the batch (a VAE trained on 9 frames only reconstructs
+      # the frames after the 9th 6-7 dB worse). The cosine learning rate spans both phases.
       VAE_ARGS=(--output_dir "$RUNS/vae" --seed 0 --resolution 256 --resolution_multiple 32 --crop_size 128
         --aspect_ratios landscape portrait square
-        --patch_size 2 --base_dim 16 "${VAE_LAYOUT[@]}" --latent_channels 16
+        --patch_size 2 --base_dim 16 "${VAE_LAYOUT[@]}" --latent_channels "$VAE_CHANNELS"
         --learning_rate 4e-4 --lr_scheduler cosine --lr_warmup_steps 20 --max_train_steps "$VAE_STEPS"
         --use_ema --ema_decay 0.995 --logging_steps 25 --validation_steps 0 --num_validation_videos 2
         --stats_num_samples 32 --checkpointing_steps 100 --checkpoints_total_limit 2
