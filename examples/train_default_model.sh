@@ -5,6 +5,8 @@
 #   bash examples/train_default_model.sh            # PROFILE=cpu: what trained default model v1.6 on a 2-core CPU
 #   PROFILE=gpu bash examples/train_default_model.sh  # the same recipe with GPU-sized steps and batches
 #   STAGES="dit export" bash examples/train_default_model.sh   # only some stages
+#   VAE_SPACE=8 bash examples/train_default_model.sh  # an 8x-space VAE, and a 1x4x4 DiT patch on the CPU profile
+#   VAE_CHANNELS=48 bash examples/train_default_model.sh  # 48 latent channels (Wan 2.2 TI2V's), 16 by default
 #
 # Stages: vae (train_vae.py), dit (latent cache + train_text_to_video.py), decoder (train_vae.py fine-tuning the VAE's
 # decoder, its encoder frozen), export (export_default_model.py into src/sora_diffusers/default_model, with the
@@ -23,7 +25,7 @@ case "$PROFILE" in
     DIT2_STEPS=${DIT2_STEPS:-15000} DIT3_STEPS=${DIT3_STEPS:-18000} CACHE2_CLIPS=${CACHE2_CLIPS:-960} EVAL_CLIPS=12
     DIT4_STEPS=${DIT4_STEPS:-21000} DIT5_STEPS=${DIT5_STEPS:-24000} CACHE3_CLIPS=${CACHE3_CLIPS:-2880} DEC_STEPS=1000 DEC2_STEPS=3000
     DIT6_STEPS=${DIT6_STEPS:-26500} DIT7_STEPS=${DIT7_STEPS:-29500}
-    VAE_LAYOUT=(--dim_mult 1 2 4 4 --temporal_downsample 0 1 1)  # 16x space, 4x time
+    VAE_SPACE=${VAE_SPACE:-16}
     ;;
   gpu)  # proposed sizes for an H100 (not run yet: no GPU was available when this recipe was written)
     COMMON=(--mixed_precision bf16 --allow_tf32 --dataloader_num_workers 8)
@@ -31,24 +33,33 @@ case "$PROFILE" in
     DIT2_STEPS=${DIT2_STEPS:-24000} DIT3_STEPS=${DIT3_STEPS:-30000} CACHE2_CLIPS=${CACHE2_CLIPS:-8192} EVAL_CLIPS=64
     DIT4_STEPS=${DIT4_STEPS:-36000} DIT5_STEPS=${DIT5_STEPS:-42000} CACHE3_CLIPS=${CACHE3_CLIPS:-24576} DEC_STEPS=6000 DEC2_STEPS=18000
     DIT6_STEPS=${DIT6_STEPS:-48000} DIT7_STEPS=${DIT7_STEPS:-54000}
-    # 8x space, 4x time: the 16x VAE's round trips lose small objects' corners (shape read right in 0.50-0.67 of
-    # held-out scenes under the lenient reading, 0.17 under the strict one, whatever its loss); an 8x one trained
-    # half as long read 0.50 where it read 0.29 (lenient; model_card.md). 4x the DiT's tokens (2,304 for 33 x 256 x 256): 7.8x a CPU step, fine on a GPU.
-    VAE_LAYOUT=(--dim_mult 1 2 4 --temporal_downsample 1 1)
+    # 8x space: the 16x VAE's round trips lose small objects' corners (shape read right in 0.50-0.67 of held-out
+    # scenes under the lenient reading, 0.17 under the strict one, whatever its loss); an 8x one trained half as long
+    # read 0.50 where it read 0.29 (lenient; model_card.md). With patch 1x2x2: 4x the DiT's tokens (2,304 for
+    # 33 x 256 x 256), 7.8x a CPU step, fine on a GPU.
+    VAE_SPACE=${VAE_SPACE:-8} DIT_PATCH=${DIT_PATCH:-"1 2 2"}
     ;;
   *) echo "PROFILE must be cpu or gpu, got '$PROFILE'" >&2; exit 2 ;;
 esac
+# 4x time either way. The DiT patch keeps 576 tokens for 33 x 256 x 256 (9 x 8 x 8) unless DIT_PATCH says otherwise.
+case "$VAE_SPACE" in
+  16) VAE_LAYOUT=(--dim_mult 1 2 4 4 --temporal_downsample 0 1 1) DIT_PATCH=${DIT_PATCH:-"1 2 2"} ;;
+  8) VAE_LAYOUT=(--dim_mult 1 2 4 --temporal_downsample 1 1) DIT_PATCH=${DIT_PATCH:-"1 4 4"} ;;
+  *) echo "VAE_SPACE must be 16 or 8, got '$VAE_SPACE'" >&2; exit 2 ;;
+esac
+read -r -a DIT_PATCH <<< "$DIT_PATCH"
+VAE_CHANNELS=${VAE_CHANNELS:-16}
 
 for stage in $STAGES; do
   case "$stage" in
     vae)
-      # 2.6 M params: 2x2 patchify, then 3 downsamplings (16x space; PROFILE=gpu: 2, 8x space, 1.9 M), 4x time,
-      # 16 latent channels; 128 px crops of 256 px clips (the object scale of the demo). Two phases: 9-frame clips
-      # to step VAE_SWITCH, then 17- and 33-frame clips at half the batch (a VAE trained on 9 frames only
-      # reconstructs the frames after the 9th 6-7 dB worse). The cosine learning rate spans both phases.
+      # 2.6 M params: 2x2 patchify, then 3 downsamplings (16x space; VAE_SPACE=8: 2, 1.9 M), 4x time, VAE_CHANNELS
+      # latent channels; 128 px crops of 256 px clips (the object scale of the demo). Two phases: 9-frame clips to
+      # step VAE_SWITCH, then 17- and 33-frame clips at half the batch (a VAE trained on 9 frames only reconstructs
+      # the frames after the 9th 6-7 dB worse). The cosine learning rate spans both phases.
       VAE_ARGS=(--output_dir "$RUNS/vae" --seed 0 --resolution 256 --resolution_multiple 32 --crop_size 128
         --aspect_ratios landscape portrait square
-        --patch_size 2 --base_dim 16 "${VAE_LAYOUT[@]}" --latent_channels 16
+        --patch_size 2 --base_dim 16 "${VAE_LAYOUT[@]}" --latent_channels "$VAE_CHANNELS"
         --learning_rate 4e-4 --lr_scheduler cosine --lr_warmup_steps 20 --max_train_steps "$VAE_STEPS"
         --use_ema --ema_decay 0.995 --logging_steps 25 --validation_steps 0 --num_validation_videos 2
         --stats_num_samples 32 --checkpointing_steps 100 --checkpoints_total_limit 2
@@ -58,8 +69,8 @@ for stage in $STAGES; do
       python examples/train_vae.py "${VAE_ARGS[@]}" --num_frames 17 33 --train_batch_size $((VAE_BATCH / 2))
       ;;
     dit)
-      # 6 layers x 256 wide, patch 1x2x2 on 16x latents: 576 tokens for 33 frames of 256x256 (8 x 8 x 9); 2,304 on
-      # PROFILE=gpu's 8x latents (16 x 16 x 9).
+      # 6 layers x 256 wide, patch 1x2x2 on 16x latents or 1x4x4 on 8x ones: 576 tokens for 33 frames of 256x256
+      # (9 x 8 x 8); 2,304 on PROFILE=gpu's 8x latents with patch 1x2x2 (9 x 16 x 16).
       # Phase 1: CACHE_CLIPS clips, training sigmas logit-normal (centred on 0.5), constant lr after 100 warmup steps.
       # Phase 2 resumes it on CACHE2_CLIPS clips (the first CACHE_CLIPS the same) with the training sigmas shifted by
       # 3 (half the steps at sigma > 0.75): phase 1 alone denoised well up to sigma 0.8 but hardly at all above 0.95,
@@ -72,7 +83,7 @@ for stage in $STAGES; do
       # and motion (model_card.md).
       DIT_ARGS=(--vae "$RUNS/vae" --output_dir "$RUNS/t2v" --seed 0
         --resolution 256 --resolution_multiple 32 --num_frames 17 33 --aspect_ratios landscape portrait square
-        --patch_size 1 2 2 --num_layers 6 --num_attention_heads 4 --attention_head_dim 64 --ffn_dim 1024
+        --patch_size "${DIT_PATCH[@]}" --num_layers 6 --num_attention_heads 4 --attention_head_dim 64 --ffn_dim 1024
         --train_batch_size "$DIT_BATCH" --learning_rate 5e-4 --lr_warmup_steps 100
         --use_ema --ema_decay 0.995 --logging_steps 20 --checkpointing_steps 200
         --checkpoints_total_limit 2 --validation_steps 0 --validation_height 256 --validation_width 256
