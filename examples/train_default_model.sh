@@ -7,6 +7,7 @@
 #   STAGES="dit export" bash examples/train_default_model.sh   # only some stages
 #   VAE_SPACE=8 bash examples/train_default_model.sh  # an 8x-space VAE, and a 1x4x4 DiT patch on the CPU profile
 #   VAE_CHANNELS=48 bash examples/train_default_model.sh  # 48 latent channels (Wan 2.2 TI2V's), 16 by default
+#   DRY_RUN=1 bash examples/train_default_model.sh   # print each stage's commands instead of running them
 #
 # Stages: vae (train_vae.py), dit (latent cache + train_text_to_video.py), decoder (train_vae.py fine-tuning the VAE's
 # decoder, its encoder frozen), export (export_default_model.py into src/sora_diffusers/default_model, with the
@@ -49,6 +50,9 @@ case "$VAE_SPACE" in
 esac
 read -r -a DIT_PATCH <<< "$DIT_PATCH"
 VAE_CHANNELS=${VAE_CHANNELS:-16}
+run() {  # a stage's command, or with DRY_RUN=1 the command printed (shell-quoted) instead
+  if [[ -n "${DRY_RUN:-}" ]]; then printf '%q ' "$@" | sed 's/ $//'; echo; else "$@"; fi
+}
 
 for stage in $STAGES; do
   case "$stage" in
@@ -64,9 +68,9 @@ for stage in $STAGES; do
         --use_ema --ema_decay 0.995 --logging_steps 25 --validation_steps 0 --num_validation_videos 2
         --stats_num_samples 32 --checkpointing_steps 100 --checkpoints_total_limit 2
         --resume_from_checkpoint latest "${COMMON[@]}")
-      python examples/train_vae.py "${VAE_ARGS[@]}" --num_frames 9 --train_batch_size "$VAE_BATCH" \
+      run python examples/train_vae.py "${VAE_ARGS[@]}" --num_frames 9 --train_batch_size "$VAE_BATCH" \
         --stop_at_step "$VAE_SWITCH"
-      python examples/train_vae.py "${VAE_ARGS[@]}" --num_frames 17 33 --train_batch_size $((VAE_BATCH / 2))
+      run python examples/train_vae.py "${VAE_ARGS[@]}" --num_frames 17 33 --train_batch_size $((VAE_BATCH / 2))
       ;;
     dit)
       # 6 layers x 256 wide, patch 1x2x2 on 16x latents or 1x4x4 on 8x ones: 576 tokens for 33 frames of 256x256
@@ -89,10 +93,10 @@ for stage in $STAGES; do
         --checkpoints_total_limit 2 --validation_steps 0 --validation_height 256 --validation_width 256
         --validation_num_frames 33 --validation_num_inference_steps 20
         --resume_from_checkpoint latest "${COMMON[@]}")
-      python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache" \
+      run python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache" \
         --num_train_samples "$CACHE_CLIPS" --max_train_steps "$DIT_STEPS" --scheduler_shift 2.0
       shifted() {  # train on cache$1 (the first $1 clips) with the training sigmas shifted by 3, plus "${@:2}"
-        python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache$1" \
+        run python examples/train_text_to_video.py "${DIT_ARGS[@]}" --cache_latents "$RUNS/cache$1" \
           --num_train_samples "$1" --shift 3.0 --scheduler_shift 3.0 "${@:2}"
       }
       shifted "$CACHE2_CLIPS" --max_train_steps "$DIT2_STEPS"
@@ -114,16 +118,16 @@ for stage in $STAGES; do
         --aspect_ratios landscape portrait square --train_batch_size $((VAE_BATCH / 2)) --learning_rate 2e-4
         --use_ema --ema_decay 0.995 --logging_steps 25 --validation_steps 0 --num_validation_videos 2
         --checkpointing_steps 100 --checkpoints_total_limit 2 --resume_from_checkpoint latest "${COMMON[@]}")
-      python examples/train_vae.py "${DEC_ARGS[@]}" --lr_scheduler cosine --lr_warmup_steps 50 \
+      run python examples/train_vae.py "${DEC_ARGS[@]}" --lr_scheduler cosine --lr_warmup_steps 50 \
         --max_train_steps "$DEC_STEPS"
-      python examples/train_vae.py "${DEC_ARGS[@]}" --lr_scheduler linear --lr_warmup_steps $((DEC_STEPS + 50)) \
+      run python examples/train_vae.py "${DEC_ARGS[@]}" --lr_scheduler linear --lr_warmup_steps $((DEC_STEPS + 50)) \
         --max_train_steps "$DEC2_STEPS"
       ;;
     export)
-      python examples/export_default_model.py "$RUNS/t2v" --vae "$RUNS/vae_dec"
+      run python examples/export_default_model.py "$RUNS/t2v" --vae "$RUNS/vae_dec"
       ;;
     eval)
-      python benchmarks/eval_default_model.py --num_clips "$EVAL_CLIPS" --time_demo --output_dir "$RUNS/eval"
+      run python benchmarks/eval_default_model.py --num_clips "$EVAL_CLIPS" --time_demo --output_dir "$RUNS/eval"
       ;;
     *) echo "unknown stage '$stage' (vae, dit, decoder, export, eval)" >&2; exit 2 ;;
   esac
