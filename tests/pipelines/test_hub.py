@@ -6,6 +6,7 @@ The cache is laid out by `tests.hub.add_to_hub_cache` from folders `save_pretrai
 from the commit operations huggingface_hub would send (`tests.hub.HubRecorder`)."""
 
 import copy
+import json
 import warnings
 from pathlib import Path
 
@@ -143,6 +144,24 @@ def test_variant_loads_the_variant_files(saved, hub_cache, dtype):
     islands = {p.dtype for n, p in loaded.transformer.named_parameters() if any(k in n.split(".") for k in keep)}
     assert islands == {torch.float32}
     assert torch.isfinite(run(loaded)).all()
+
+
+def test_float32_files_load_in_float32_after_a_variant_saved_beside_them(components, tmp_path):
+    """diffusers' order, float32 first and the fp16 variant second, leaves float16 in the text encoder's shared
+    config.json; without `dtype` every component still loads in float32, the text encoder's float32 files included."""
+    pipe = make(components)
+    pipe.save_pretrained(tmp_path)
+    half = copy.deepcopy(pipe)
+    for name in MODELS:
+        getattr(half, name).half()
+    half.save_pretrained(tmp_path, variant="fp16")
+    assert json.loads((tmp_path / "text_encoder" / "config.json").read_text())["dtype"] == "float16"
+
+    loaded = SoraPipeline.from_pretrained(tmp_path)
+    assert {name: getattr(loaded, name).dtype for name in MODELS} == dict.fromkeys(MODELS, torch.float32)
+    assert torch.equal(run(loaded), run(pipe))
+    variant = SoraPipeline.from_pretrained(tmp_path, variant="fp16", dtype=torch.float16)
+    assert {name: getattr(variant, name).dtype for name in MODELS} == dict.fromkeys(MODELS, torch.float16)
 
 
 def test_a_variant_the_repo_lacks_is_an_error_naming_it(hub_cache):

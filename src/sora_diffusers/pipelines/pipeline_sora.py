@@ -165,13 +165,19 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
         `validation.TRUSTED_TEXT_ENCODER_PACKAGES` (`trust_remote_code=True` allows more). Weights load from
         safetensors files only (`use_safetensors=True` unless passed; `use_safetensors=None` is diffusers' default,
         which allows pickles): a component shipped only as a pickle (`pytorch_model.bin`) is refused. A model whose
-        config.json does not match its weights is named.
+        config.json does not match its weights is named. Without `dtype` (or `torch_dtype`), every component loads
+        in float32, diffusers' default, the text encoder included: diffusers leaves a transformers model's dtype to
+        transformers, which reads it from the model's config.json, and `save_pretrained(..., variant="fp16")` writes
+        float16 there, for the float32 weights beside the variant too (diffusers' own
+        `DiffusionPipeline.from_pretrained` still does that: pass `dtype=torch.float32` to it).
 
         Raises:
             ValueError: an invalid `model_index.json`, a module or package it may not name, pickled weights, or a
                 config that does not match its weights.
         """
         kwargs.setdefault("use_safetensors", True)
+        if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:
+            kwargs["dtype"] = torch.float32
         component_names = list(cls._get_signature_keys(cls)[0])
         index, folder = validation.check_pipeline_folder(pretrained_model_name_or_path, component_names, kwargs)
         left_out = [name for name in TEXT_COMPONENTS if name in kwargs and kwargs[name] is None]
