@@ -302,6 +302,20 @@ def test_callback_can_replace_the_latents(make_pipe, record_transformer):
     assert (plain - edited).abs().max() > 0.05
 
 
+def test_current_timestep_is_the_step_being_denoised(make_pipe, record_transformer):
+    """diffusers' `current_timestep`, which PyramidAttentionBroadcast and FasterCache read through their
+    `current_timestep_callback`: the step's timestep inside the loop, None before and after."""
+    pipe = make_pipe()
+    assert pipe.current_timestep is None
+    seen = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda module, args: seen.append(float(pipe.current_timestep)))
+    try:
+        run(pipe, num_inference_steps=3, guidance_scale=1.0)
+    finally:
+        hook.remove()  # the fixture's transformer is shared
+    assert seen == pipe.scheduler.timesteps.tolist() and pipe.current_timestep is None
+
+
 def test_callback_interrupt_stops_denoising(make_pipe, record_transformer):
     pipe = make_pipe()
 
@@ -445,6 +459,9 @@ def test_save_pretrained_round_trip(make_pipe, tmp_path):
 
     SoraImageToVideoPipeline.from_pipe(pipe).save_pretrained(tmp_path / "i2v")
     assert type(diffusers.DiffusionPipeline.from_pretrained(tmp_path / "i2v")) is SoraImageToVideoPipeline
+    # and `diffusers.pipelines`, where code inspecting a pipeline looks its class up by name
+    assert diffusers.pipelines.SoraPipeline is SoraPipeline
+    assert diffusers.pipelines.SoraImageToVideoPipeline is SoraImageToVideoPipeline
 
 
 # ---- offloading -----------------------------------------------------------------------------------------------------

@@ -17,13 +17,16 @@ def _register_with_diffusers() -> None:
 
     diffusers resolves the `_class_name` of model_index.json as an attribute of the `diffusers` module itself
     (`pipelines/pipeline_loading_utils.py::_get_pipeline_class`); the only other route, a pipeline .py file saved in the
-    checkpoint, needs `trust_remote_code=True`. Names diffusers already has are left alone.
+    checkpoint, needs `trust_remote_code=True`. `diffusers.pipelines` gets them too, where code that inspects a
+    pipeline looks its class up by name (diffusers' pipeline tests do). Names diffusers already has are left alone.
     """
     import diffusers
+    import diffusers.pipelines
 
-    for cls in (SoraPipeline, SoraImageToVideoPipeline, SoraVideoExtensionPipeline, SoraVideoToVideoPipeline):
-        if cls.__name__ not in diffusers.__dict__:
-            setattr(diffusers, cls.__name__, cls)
+    for module in (diffusers, diffusers.pipelines):
+        for cls in (SoraPipeline, SoraImageToVideoPipeline, SoraVideoExtensionPipeline, SoraVideoToVideoPipeline):
+            if cls.__name__ not in module.__dict__:
+                setattr(module, cls.__name__, cls)
 
 
 _register_with_diffusers()

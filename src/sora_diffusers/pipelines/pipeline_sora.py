@@ -136,6 +136,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
         )
         self.register_to_config(boundary_ratio=boundary_ratio)
         self._video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
+        self._current_timestep = None
 
     # Read from the VAE at each use (diffusers' pipelines store them once in __init__): a VAE of another compression
     # assigned with `pipe.vae = ...` then gives the requested size, not latents sized for the old VAE.
@@ -273,6 +274,12 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
     @property
     def num_timesteps(self) -> int:
         return self._num_timesteps
+
+    @property
+    def current_timestep(self) -> torch.Tensor | None:
+        """The step being denoised, `None` outside the loop (diffusers' PyramidAttentionBroadcast and FasterCache
+        read it through `current_timestep_callback=lambda: pipe.current_timestep`)."""
+        return self._current_timestep
 
     @property
     def interrupt(self) -> bool:
@@ -733,6 +740,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self._guidance_scale = guidance_scale
         self._attention_kwargs = attention_kwargs
+        self._current_timestep = None
         self._interrupt = False
         device = self._execution_device
         # Load and cut every image and clip and draw the noise now, so bad files, frame indices, generators or
@@ -798,6 +806,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
+                self._current_timestep = t
                 sigma = float(self.scheduler.sigmas[first_step + i])
                 latents, frame_sigma = impose_condition(
                     latents, cond_latents, cond_sigma, noise, sigma, per_frame, prev_sigma
@@ -827,6 +836,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
                 # NaN or inf (corrupt weights, overflow) would only ever decode to a black video: stop and say where
                 validation.check_finite_latents(latents, i, len(timesteps), t)
                 progress_bar.update()
+        self._current_timestep = None
 
         # 7. Conditioning frames given at strength 1 end exactly clean; decode, crop to the request, and show the
         # frames given at strength 1 as they were given
