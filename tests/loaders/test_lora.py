@@ -2,6 +2,7 @@
 loads into our converted transformer and computes what Wan computes with it; diffusers' adapter API works on top."""
 
 import copy
+import logging
 import os
 
 import pytest
@@ -363,6 +364,16 @@ def test_lora_for_another_architecture_names_the_keys(pipe):
     assert "text_encoder.encoder.layer.0.query.lora_A.weight" in message
     assert "'transformer.blocks.0.attn1.to_q" not in message  # the keys that fit are not listed
     assert _loaded_nothing(pipe)
+
+
+def test_state_dict_without_lora_factors_loads_nothing_with_diffusers_warning(pipe, caplog):
+    """As diffusers' loaders: no key is a LoRA factor, so nothing is loaded and the output stays the same."""
+    before = _run(pipe.transformer)
+    with caplog.at_level(logging.WARNING, logger="sora_diffusers.loaders.lora"):
+        pipe.load_lora_weights({"lora_foo": torch.tensor(2.0), "lora_bar": torch.tensor(3.0)})
+    assert "No LoRA keys associated to DiTVideoTransformer3D found with the prefix='transformer'" in caplog.text
+    assert "none of the 2 keys is a LoRA factor" in caplog.text
+    assert _loaded_nothing(pipe) and torch.equal(_run(pipe.transformer), before)
 
 
 def test_lora_for_a_wider_model_or_with_a_wrong_rank_names_the_keys(pipe, lora):

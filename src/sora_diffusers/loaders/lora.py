@@ -175,10 +175,18 @@ class SoraLoraLoaderMixin(LoraBaseMixin):
         Load a diffusers-format LoRA state dict (`transformer.`-prefixed or bare PEFT keys) into `transformer`.
 
         Raises `ValueError` listing every key that names no `Linear` of the transformer, misses its partner factor, or
-        has the wrong shape or rank; nothing is loaded then.
+        has the wrong shape or rank; nothing is loaded then. A state dict none of whose keys is a LoRA factor loads
+        nothing with diffusers' "No LoRA keys associated to ..." warning, as diffusers' loaders do.
         """
         if not state_dict:
             raise ValueError("The LoRA state dict is empty.")
+        if not any(_LORA_KEY.fullmatch(_strip_prefix(key, f"{cls.transformer_name}.")) for key in state_dict):
+            logger.warning(
+                f"No LoRA keys associated to {type(transformer).__name__} found with the prefix="
+                f"{cls.transformer_name!r}: none of the {len(state_dict)} keys is a LoRA factor (`lora_A`/`lora_B` "
+                "weights); nothing was loaded."
+            )
+            return
         state_dict = _with_prefix(state_dict, cls.transformer_name)
         check_lora_fits(state_dict, transformer, prefix=cls.transformer_name, metadata=metadata)
         logger.info(f"Loading {cls.transformer_name}.")
