@@ -19,6 +19,7 @@ trip differ by ~0.9):
   grid.
 """
 
+import inspect
 import logging
 
 import numpy as np
@@ -420,3 +421,26 @@ def test_palette_gif_and_non_rgb_images_are_read_as_rgb(make_pipe, clip, tmp_pat
         pipe.preprocess_frames(grey, HEIGHT, WIDTH), pipe.preprocess_frames(grey.convert("RGB"), HEIGHT, WIDTH)
     )
     assert pipe.preprocess_frames(rgba, HEIGHT, WIDTH).shape == (1, 3, 1, HEIGHT, WIDTH)
+
+
+# ---- signatures -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cls, own",
+    [
+        (SoraImageToVideoPipeline, ["image", "prompt", "negative_prompt", "image_strength"]),
+        (SoraVideoExtensionPipeline, ["video", "prompt", "negative_prompt", "mode", "video_end", "num_frames"]),
+        (SoraVideoToVideoPipeline, ["video", "prompt", "negative_prompt", "strength"]),
+    ],
+)
+def test_signature_shows_the_arguments_passed_on_to_the_loop(cls, own):
+    """A wrapper's own parameters first, then every other parameter of `SoraPipeline.__call__` (keyword-only)."""
+    shown = inspect.signature(cls.__call__).parameters
+    base = [name for name in inspect.signature(SoraPipeline.__call__).parameters if name != "self"]
+    assert list(shown)[1 : len(own) + 1] == own
+    assert set(base) <= set(shown) and "kwargs" not in shown
+    passed = [p for name, p in shown.items() if name not in own and name != "self"]
+    assert passed and all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in passed)
+    base_defaults = inspect.signature(SoraPipeline.__call__).parameters
+    assert all(shown[name].default == base_defaults[name].default for name in ("guidance_scale", "height", "latents"))

@@ -1,5 +1,6 @@
 """Thin task wrappers over `SoraPipeline`: each builds `conditions` and calls the one denoising loop."""
 
+import inspect
 import os
 from typing import Any
 
@@ -168,3 +169,22 @@ class SoraVideoToVideoPipeline(SoraPipeline):
         return super().__call__(
             prompt=prompt, negative_prompt=negative_prompt, video=video, strength=strength, **kwargs
         )
+
+
+def _show_passed_arguments(wrapper: type[SoraPipeline]) -> None:
+    """Give `wrapper.__call__` the signature it takes: its own parameters, then those of `SoraPipeline.__call__` it
+    passes on through `**kwargs` (keyword-only), so that `inspect.signature` (diffusers' pipeline tests, IDEs,
+    `help()`) shows `height`, `guidance_scale`, `prompt_embeds`, the callbacks and the rest."""
+    own = inspect.signature(wrapper.__call__)
+    params = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    names = {p.name for p in params}
+    passed = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(SoraPipeline.__call__).parameters.values()
+        if p.name not in names and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    ]
+    wrapper.__call__.__signature__ = own.replace(parameters=params + passed)
+
+
+for _wrapper in (SoraImageToVideoPipeline, SoraVideoExtensionPipeline, SoraVideoToVideoPipeline):
+    _show_passed_arguments(_wrapper)
