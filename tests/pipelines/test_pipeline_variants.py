@@ -403,6 +403,33 @@ def test_video_to_video_from_a_file(make_pipe, clip, tmp_path):
     assert frames.shape == (1, 9, 3, HEIGHT, WIDTH)  # num_frames read from the file
 
 
+def test_a_list_of_clips_is_a_batch_as_diffusers_takes_it(make_pipe):
+    """One clip per prompt as a list of frame lists (diffusers' `VideoProcessor` form), of arrays (T, H, W, 3) or of
+    tensors (3, T, H, W): the same (B, 3, T, H, W) batch as the stacked tensor, and each prompt edits its own clip."""
+    pipe = make_pipe(SoraVideoToVideoPipeline)
+    clips = [random_clip(9, 1), random_clip(9, 2)]
+    stacked = pipe.preprocess_frames(torch.stack(clips), HEIGHT, WIDTH)
+    assert stacked.shape == (2, 3, 9, HEIGHT, WIDTH)
+    pils = [pipe.video_processor.postprocess(c.permute(1, 0, 2, 3), output_type="pil") for c in clips]
+    arrays = [np.stack([np.asarray(frame) for frame in clip]) for clip in pils]  # uint8 (T, H, W, 3)
+    assert torch.equal(pipe.preprocess_frames(pils, HEIGHT, WIDTH), pipe.preprocess_frames(arrays, HEIGHT, WIDTH))
+    assert torch.equal(pipe.preprocess_frames(clips, HEIGHT, WIDTH), stacked)
+
+    batch = run(pipe, clips, ["x", "x"], strength=0.5, num_inference_steps=2)
+    assert batch.shape == (2, 9, 3, HEIGHT, WIDTH) and max_diff(batch[0], batch[1]) > 0.01
+    assert torch.equal(batch, run(pipe, torch.stack(clips), ["x", "x"], strength=0.5, num_inference_steps=2))
+    short = [random_clip(5, 1), random_clip(5, 2)]
+    extend = make_pipe(SoraVideoExtensionPipeline)
+    for mode in ("forward", "loop"):  # the loop's end condition is each clip's own head
+        extended = run(extend, short, ["x", "x"], mode=mode, num_frames=13)
+        assert extended.shape[0] == 2
+        assert torch.equal(extended, run(extend, torch.stack(short), ["x", "x"], mode=mode, num_frames=13))
+    with pytest.raises(ValueError, match=r"`video` holds clips of \[9, 5\] frames"):
+        pipe(pils[:1] + [pils[1][:5]], ["x", "x"])
+    with pytest.raises(TypeError, match=r"`video\[1\]` must be .*, got a list holding NoneType"):
+        pipe([pils[0], [None] * 9], ["x", "x"])
+
+
 def test_palette_gif_and_non_rgb_images_are_read_as_rgb(make_pipe, clip, tmp_path):
     """gif frames come back from diffusers' `load_video` as a mix of palette and RGB images, and a user's image may be
     grey or RGBA: all are converted to RGB (the video processor would keep their modes and fail or misread them)."""

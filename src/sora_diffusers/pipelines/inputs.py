@@ -19,7 +19,8 @@ VIDEO_FILE_EXTENSIONS = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
 FRAME_TYPES = (PIL.Image.Image, np.ndarray, torch.Tensor, str, os.PathLike)
 FRAMES_DESCRIPTION = (
     "an image (PIL image, np.ndarray (H, W, 3), torch.Tensor (3, H, W)), a clip (list of images, np.ndarray "
-    "(T, H, W, 3), torch.Tensor (3, T, H, W) or (B, 3, T, H, W)) or an image or video file path"
+    "(T, H, W, 3), torch.Tensor (3, T, H, W) or (B, 3, T, H, W)), a list of clips (one per prompt) or an image or "
+    "video file path"
 )
 # PIL modes of 16-bit pixels (PNG and TIFF grayscale), scaled to 8 bits by 1/257 instead of being clipped at 255.
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -47,8 +48,23 @@ def _check_clip_batch(frames: torch.Tensor | None, num_prompts: int, name: str) 
         )
 
 
+def is_clip_batch(frames: Any) -> bool:
+    """A list of clips, one per prompt (as diffusers' `VideoProcessor` takes them): every item a list of images, an
+    array (T, H, W, 3) or a tensor (3, T, H, W)."""
+    def is_clip(item: Any) -> bool:
+        return isinstance(item, (list, tuple)) or (isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 4)
+
+    return isinstance(frames, (list, tuple)) and bool(frames) and all(is_clip(item) for item in frames)
+
+
 def check_frames_type(frames: Any, name: str) -> None:
-    """Refuse, by name, what cannot be an image, a clip or a file path (`None`, a number, a dict, ...)."""
+    """Refuse, by name, what cannot be an image, a clip, a list of clips or a file path (`None`, a number, ...)."""
+    if is_clip_batch(frames):
+        for i, clip in enumerate(frames):
+            if is_clip_batch(clip):
+                raise TypeError(f"`{name}[{i}]` must be one clip, got a list of clips.")
+            check_frames_type(clip, f"{name}[{i}]")
+        return
     items = frames if isinstance(frames, (list, tuple)) else [frames]
     if isinstance(frames, (list, tuple)) and not frames:
         raise ValueError(f"`{name}` is an empty list; give at least one frame.")
@@ -123,12 +139,15 @@ def load_frames(path: str | os.PathLike, name: str) -> PIL.Image.Image | list[PI
 
 
 def _video_length(video: Any, name: str = "video") -> int:
-    """Frame count of a clip given as a list, array, tensor (3, T, H, W)/(B, 3, T, H, W) or path; 1 for an image."""
+    """Frame count of a clip given as a list, array, tensor (3, T, H, W)/(B, 3, T, H, W) or path (of the first clip
+    of a list of clips); 1 for an image."""
     if isinstance(video, (str, os.PathLike)):
         path = str(video)
         if not os.path.isfile(path):
             raise ValueError(f"`{name}`: cannot read {path!r} (no such file).")
         return len(load_frames(path, name)) if path.lower().endswith(VIDEO_FILE_EXTENSIONS) else 1
+    if is_clip_batch(video):
+        return _video_length(video[0], f"{name}[0]")
     if isinstance(video, (list, tuple)):
         return len(video)
     if isinstance(video, np.ndarray):
@@ -151,6 +170,12 @@ def frames_to_tensor(frames: Any, video_processor, height: int, width: int, name
             `validation.FRAME_VALUE_TOLERANCE`, arrays that are not RGB, and unreadable files.
     """
     check_frames_type(frames, name)
+    if is_clip_batch(frames):
+        clips = [frames_to_tensor(c, video_processor, height, width, f"{name}[{i}]") for i, c in enumerate(frames)]
+        lengths = [clip.shape[2] for clip in clips]
+        if len(set(lengths)) > 1:
+            raise ValueError(f"`{name}` holds clips of {lengths} frames; the clips of a batch must be equally long.")
+        return torch.cat(clips)
     if isinstance(frames, (str, os.PathLike)):
         frames = load_frames(frames, name)
     # integer pixels -> the float ranges below (diffusers' video processor takes numpy floats in [0, 1] as they are);

@@ -8,7 +8,7 @@ import torch
 from diffusers.utils import logging
 
 from .conditioning import FrameCondition
-from .inputs import _video_length, check_frames_type, load_frames
+from .inputs import _video_length, check_frames_type, is_clip_batch, load_frames
 from .pipeline_output import SoraPipelineOutput
 from .pipeline_sora import SoraPipeline
 from .validation import check_int, check_number
@@ -129,7 +129,9 @@ class SoraVideoExtensionPipeline(SoraPipeline):
 
 
 def _head(video: Any, num: int) -> Any:
-    """First `num` frames of frame 1 onwards of a clip (a whole latent group: frames 1 .. num)."""
+    """First `num` frames of frame 1 onwards of a clip (a whole latent group: frames 1 .. num), or of each clip."""
+    if is_clip_batch(video):
+        return [_head(clip, num) for clip in video]
     if isinstance(video, (str, os.PathLike)):
         video = load_frames(video, "video")
     if isinstance(video, torch.Tensor):
