@@ -1,10 +1,17 @@
-"""diffusers' caches (FirstBlockCache, MagCache, TaylorSeer) enabled on the transformer and run through `pipe(...)`."""
+"""diffusers' caches (FirstBlockCache, MagCache, TaylorSeer, PyramidAttentionBroadcast, FasterCache) enabled on the
+transformer and run through `pipe(...)`."""
 
 import re
 
 import pytest
 import torch
-from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
+from diffusers.hooks import (
+    FasterCacheConfig,
+    FirstBlockCacheConfig,
+    MagCacheConfig,
+    PyramidAttentionBroadcastConfig,
+    TaylorSeerCacheConfig,
+)
 
 from sora_diffusers import SoraPipeline
 
@@ -107,3 +114,55 @@ def test_taylorseer_without_module_patterns_caches_the_attention_layers(pipe):
     pipe.transformer.disable_cache()
     num_layers = len(pipe.transformer.blocks)
     assert hooked == [f"blocks.{i}.attn{j}" for i in range(num_layers) for j in (1, 2)]
+
+
+# PyramidAttentionBroadcast and FasterCache keep one state for the transformer: guidance stays one batched call
+ALL_STEPS = (-1, 1001)  # timestep ranges that let the caches act at every step
+ONE_STATE_CACHES = {
+    "pyramid_attention_broadcast": lambda pipe: PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=2,
+        spatial_attention_timestep_skip_range=ALL_STEPS,
+        current_timestep_callback=lambda: pipe.current_timestep,
+    ),
+    "faster_cache": lambda pipe: FasterCacheConfig(
+        spatial_attention_block_skip_range=2,
+        spatial_attention_timestep_skip_range=ALL_STEPS,
+        unconditional_batch_skip_range=2,
+        unconditional_batch_timestep_skip_range=ALL_STEPS,
+        current_timestep_callback=lambda: pipe.current_timestep,
+    ),
+}
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "name, block_batches",
+    [("pyramid_attention_broadcast", [2] * STEPS), ("faster_cache", [2, 1] * (STEPS // 2))],
+)
+def test_one_state_cache_gets_one_batched_guidance_call(pipe, name, block_batches):
+    """One transformer call per step with both halves of the guidance batch; FasterCache drops the unconditional half
+    every other step (approximating it from the conditional one), which it can only do in that batch; the second
+    block's self-attention computes fewer rows than the uncached 2 per step; the video changes only a little, the next
+    call starts from a clean state, and disabled again the output is exact."""
+    uncached = generate(pipe)
+    rows, calls, blocks = [], [], []
+    hooks = [
+        pipe.transformer.blocks[1].attn1.to_q.register_forward_pre_hook(lambda m, args: rows.append(len(args[0]))),
+        pipe.transformer.blocks[0].register_forward_pre_hook(lambda m, args: blocks.append(len(args[0]))),
+        pipe.transformer.register_forward_pre_hook(
+            lambda module, args, kwargs: calls.append(kwargs["encoder_hidden_states"].shape[0]), with_kwargs=True
+        ),
+    ]
+    pipe.transformer.enable_cache(ONE_STATE_CACHES[name](pipe))
+    cached = generate(pipe)
+    for hook in hooks:
+        hook.remove()
+    assert calls == [2] * STEPS and blocks == block_batches and 0 < sum(rows) < 2 * STEPS, (calls, blocks, rows)
+    again = generate(pipe)
+    pipe.transformer.disable_cache()
+
+    assert cached.shape == uncached.shape and torch.isfinite(cached).all()
+    difference = (cached - uncached).abs()
+    assert 0 < difference.mean() < 0.02 and difference.max() < 0.2, (difference.mean(), difference.max())
+    torch.testing.assert_close(again, cached, atol=0, rtol=0)
+    torch.testing.assert_close(generate(pipe), uncached, atol=0, rtol=0)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.hooks import FasterCacheConfig, PyramidAttentionBroadcastConfig
 from diffusers.models import AutoencoderKLWan
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -54,6 +55,9 @@ logger = logging.get_logger(__name__)
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 # Upper bound on text tokens when the tokenizer reports no usable `model_max_length` (UMT5's context, as Wan uses).
 DEFAULT_MAX_SEQUENCE_LENGTH = 512
+# diffusers' caches that keep one state for the whole transformer (not one per `cache_context`): guidance is then
+# one batched call, unconditional half first (`_predict`)
+ONE_STATE_CACHES = (PyramidAttentionBroadcastConfig, FasterCacheConfig)
 
 
 class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
@@ -947,14 +951,31 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
     ) -> torch.Tensor:
         """`transformer`'s velocity, with classifier-free guidance at `guidance_scale` (defaults to the call's).
 
-        Without a cache, guidance is one batched call. diffusers' caches (`transformer.enable_cache(...)`) keep their
-        state per named call, so then the conditional and unconditional predictions are two calls, each in its own
-        `cache_context` ("cond" / "uncond"), as in diffusers' `WanPipeline`.
+        Without a cache, guidance is one batched call. diffusers' FirstBlockCache, MagCache and TaylorSeer keep their
+        state per named call, so with them the conditional and unconditional predictions are two calls, each in its
+        own `cache_context` ("cond" / "uncond"), as in diffusers' `WanPipeline`. PyramidAttentionBroadcast and
+        FasterCache keep one state for the transformer and FasterCache approximates the unconditional half of the
+        batch from the conditional one: with them guidance is one batched call, unconditional half first and inputs
+        by keyword, as diffusers' CogVideoX and Latte pipelines make it (two calls would reuse the conditional
+        attention for the unconditional prediction, and FasterCache would fail on a batch it cannot halve).
         """
         guidance_scale = self.guidance_scale if guidance_scale is None else guidance_scale
         model_input = latents.to(transformer.dtype)
         kwargs = {"attention_kwargs": self._attention_kwargs, "return_dict": False}
-        if self.do_classifier_free_guidance and not getattr(transformer, "is_cache_enabled", False):
+        cache_enabled = getattr(transformer, "is_cache_enabled", False)
+        one_state_cache = isinstance(getattr(transformer, "_cache_config", None), ONE_STATE_CACHES)
+        if self.do_classifier_free_guidance and one_state_cache:
+            with transformer.cache_context("uncond_cond", **cache_context_kwargs):
+                both = transformer(
+                    hidden_states=torch.cat([model_input, model_input]),
+                    timestep=torch.cat([timestep, timestep]),
+                    encoder_hidden_states=torch.cat([negative_prompt_embeds, prompt_embeds]),
+                    encoder_attention_mask=torch.cat([negative_mask, prompt_mask]),
+                    **kwargs,
+                )[0].float()
+            uncond, cond = both.chunk(2)
+            return uncond + guidance_scale * (cond - uncond)
+        if self.do_classifier_free_guidance and not cache_enabled:
             both = transformer(
                 torch.cat([model_input, model_input]),
                 torch.cat([timestep, timestep]),
