@@ -89,7 +89,11 @@ def main(argv=None) -> dict:
         ),
         "held-out words": sentence_scores(embed, held_out_caption),
     }
-    held_out_word = {"color": HELD_OUT_COLOR_WORDS, "shape": HELD_OUT_SHAPE_WORDS, "direction": HELD_OUT_MOTION_PHRASES}
+    held_out_word = {
+        "color": HELD_OUT_COLOR_WORDS,
+        "shape": HELD_OUT_SHAPE_WORDS,
+        "direction": HELD_OUT_MOTION_PHRASES,
+    }
     print("| attribute | held-out word -> nearest caption word (right / all) |\n|---|---|")
     for name, table in words.items():
         right = sum(label == nearest for label, nearest in table.items())

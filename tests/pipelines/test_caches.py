@@ -26,9 +26,7 @@ GUIDED_CALLS = 2 * STEPS  # with a cache, "cond" and "uncond" are separate trans
 @pytest.fixture
 def pipe(fresh_components) -> SoraPipeline:
     """Own copies of the models: the caches install hooks on them."""
-    pipe = SoraPipeline(
-        **fresh_components, default_height=HEIGHT, default_width=WIDTH, default_num_frames=NUM_FRAMES
-    )
+    pipe = SoraPipeline(**fresh_components, default_height=HEIGHT, default_width=WIDTH, default_num_frames=NUM_FRAMES)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

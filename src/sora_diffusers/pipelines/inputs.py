@@ -51,6 +51,7 @@ def _check_clip_batch(frames: torch.Tensor | None, num_prompts: int, name: str) 
 def is_clip_batch(frames: Any) -> bool:
     """A list of clips, one per prompt (as diffusers' `VideoProcessor` takes them): every item a list of images, an
     array (T, H, W, 3) or a tensor (3, T, H, W)."""
+
     def is_clip(item: Any) -> bool:
         return isinstance(item, (list, tuple)) or (isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 4)
 
