@@ -714,7 +714,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
                 given at strength 1 are returned as given: the output holds their input pixels (after that resize and
                 the output type's quantisation), not their VAE round trip.
             video, strength: video-to-video editing (SDEdit): start from `video` noised to level `strength`
-                (1.0 = ignore the video's content, 0.0 = return its VAE reconstruction).
+                (1.0 = ignore the video's content, 0.0 = return its VAE reconstruction). A clip is shared by every
+                prompt; a list of clips (or a (B, 3, T, H, W) tensor) gives one per prompt, as do conditions' frames.
             strict_size (`bool`, defaults to `False`): refuse, as diffusers' pipelines do, a `height`, `width` or
                 `num_frames` the model cannot take directly, instead of generating a covering size and cropping.
             return_decoded_conditions (`bool`, defaults to `False`): return the model's rendering (the VAE decode)
