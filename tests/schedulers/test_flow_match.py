@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 
 import pytest
@@ -276,6 +277,19 @@ def test_unipc_flow_prediction_recovers_x0_with_the_same_model_contract():
 
 
 # ---------------------------------------------------------------- configs
+
+
+def test_settings_it_does_not_implement_are_named_when_they_would_change_the_sigmas(caplog):
+    """diffusers drops a compatible scheduler's unknown settings silently; set, they are named in a warning."""
+    logger = "sora_diffusers.schedulers.scheduling_flow_match"
+    with caplog.at_level(logging.WARNING, logger=logger):
+        SoraFlowMatchScheduler.from_config(FlowMatchEulerDiscreteScheduler(shift=3.0).config)
+    assert caplog.text == ""
+    ltx_like = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, shift_terminal=0.1, time_shift_type="linear")
+    with caplog.at_level(logging.WARNING, logger=logger):
+        ours = SoraFlowMatchScheduler.from_config(ltx_like.config, use_karras_sigmas=False)
+    assert "does not implement {'shift_terminal': 0.1, 'time_shift_type': 'linear'}" in caplog.text
+    assert ours.config.use_dynamic_shifting
 
 
 def test_config_converts_both_ways_with_diffusers():

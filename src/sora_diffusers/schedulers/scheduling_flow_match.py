@@ -2,11 +2,17 @@
 integrates dx/dsigma = v from sigma = 1 (noise) to 0 (data). Timesteps, sigmas and `prev_sample` equal diffusers'
 `FlowMatchEulerDiscreteScheduler` for the options kept: static or dynamic (exponential) shift, custom sigmas/timesteps."""
 
+import inspect
 import math
 
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
+from diffusers.utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 
 DEFAULT_NUM_TRAIN_TIMESTEPS = 1000
@@ -74,6 +80,27 @@ class SoraFlowMatchScheduler(SchedulerMixin, ConfigMixin):
 
     _compatibles = ["FlowMatchEulerDiscreteScheduler", "UniPCMultistepScheduler"]
     order = 1
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
+        """diffusers' `ConfigMixin.from_config`, with a warning naming the settings of `FlowMatchEulerDiscreteScheduler`
+        this scheduler does not implement when they are set to anything but their defaults (`shift_terminal`,
+        `time_shift_type="linear"`, `use_karras_sigmas`, ...): diffusers drops a compatible scheduler's settings
+        silently, and these would have changed the sigmas."""
+        given = {**(config if isinstance(config, dict) else {}), **kwargs}
+        ours = inspect.signature(cls.__init__).parameters
+        ignored = {
+            name: given[name]
+            for name, param in inspect.signature(FlowMatchEulerDiscreteScheduler.__init__).parameters.items()
+            if name not in ours and name in given and given[name] != param.default
+        }
+        if ignored:
+            logger.warning(
+                f"{cls.__name__} does not implement {ignored} of FlowMatchEulerDiscreteScheduler and ignores them, so "
+                "its sigmas differ from that scheduler's; for these settings use FlowMatchEulerDiscreteScheduler "
+                "itself (it plugs into SoraPipeline too)."
+            )
+        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     @register_to_config
     def __init__(
