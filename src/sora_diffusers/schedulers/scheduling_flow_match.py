@@ -1,6 +1,8 @@
 """Rectified-flow Euler scheduler: x_t = (1 - sigma) * x0 + sigma * noise, the model predicts v = noise - x0, and sampling
 integrates dx/dsigma = v from sigma = 1 (noise) to 0 (data). Timesteps, sigmas and `prev_sample` equal diffusers'
-`FlowMatchEulerDiscreteScheduler` for the options kept: static or dynamic (exponential) shift, custom sigmas/timesteps."""
+`FlowMatchEulerDiscreteScheduler` for the options kept: static or dynamic (exponential) shift, custom sigmas/timesteps
+(`prev_sample` exactly for float32 inputs; for float16/bfloat16 ones the step is taken in float32, where diffusers
+multiplies in the half type, so about a fifth of the values differ by one unit in the last place)."""
 
 import inspect
 import math
