@@ -21,6 +21,7 @@ trip differ by ~0.9):
 
 import inspect
 import logging
+import warnings
 
 import numpy as np
 import PIL.Image
@@ -125,6 +126,20 @@ def test_the_given_image_keeps_its_values_in_every_output_type(make_pipe):
     small = PIL.Image.fromarray(image[:20, :30])  # resized to 32x48 by the pipeline
     expected = pipe.video_processor.postprocess(pipe.preprocess_frames(small, HEIGHT, WIDTH)[:, :, 0], "pil")[0]
     assert np.array_equal(np.asarray(run(pipe, small, "x", output_type="pil")[0][0]), np.asarray(expected))
+
+
+def test_a_list_of_images_is_one_image_per_prompt(make_pipe):
+    """As in diffusers' image-to-video pipelines: `image=[a, b]` with two prompts starts video i from image i (a batch
+    of one-frame clips, the same as the (2, 3, 1, H, W) tensor), not a two-frame clip for both."""
+    pipe = make_pipe(SoraImageToVideoPipeline)
+    images = [random_clip(1, 1)[:, 0], random_clip(1, 2)[:, 0]]  # (3, H, W) each
+    batch = run(pipe, images, ["x", "x"])
+    assert batch.shape == (2, 9, 3, HEIGHT, WIDTH)
+    assert torch.equal(batch, run(pipe, torch.stack(images)[:, :, None], ["x", "x"]))
+    for video, image in zip(batch, images):
+        assert torch.equal(video[0], as_shown(image[:, None])[0])
+    with pytest.raises(ValueError, match="`image` holds a batch of 2 clips for 3 prompts"):
+        pipe(images, ["x", "x", "x"])
 
 
 def test_frames_given_below_strength_1_are_the_models(make_pipe, clip):
@@ -414,6 +429,14 @@ def test_a_list_of_clips_is_a_batch_as_diffusers_takes_it(make_pipe):
     arrays = [np.stack([np.asarray(frame) for frame in clip]) for clip in pils]  # uint8 (T, H, W, 3)
     assert torch.equal(pipe.preprocess_frames(pils, HEIGHT, WIDTH), pipe.preprocess_frames(arrays, HEIGHT, WIDTH))
     assert torch.equal(pipe.preprocess_frames(clips, HEIGHT, WIDTH), stacked)
+    with warnings.catch_warnings():  # frames as a list of (3, H, W) tensors: the clip's tensor, without diffusers'
+        warnings.simplefilter("error")  # deprecated [-1, 1] tensor path
+        frames = list(clips[0].unbind(1))
+        assert torch.equal(
+            pipe.preprocess_frames(frames, HEIGHT, WIDTH), pipe.preprocess_frames(clips[0], HEIGHT, WIDTH)
+        )
+    with pytest.raises(ValueError, match=r"a list of tensors must hold \(3, H, W\) frames of one size"):
+        pipe.preprocess_frames([frames[0], frames[1][:, :16]], HEIGHT, WIDTH)
 
     batch = run(pipe, clips, ["x", "x"], strength=0.5, num_inference_steps=2)
     assert batch.shape == (2, 9, 3, HEIGHT, WIDTH) and max_diff(batch[0], batch[1]) > 0.01

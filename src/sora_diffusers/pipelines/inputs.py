@@ -185,6 +185,11 @@ def frames_to_tensor(frames: Any, video_processor, height: int, width: int, name
         frames = [_normalise_frame(frame, name) for frame in frames]
         if len({type(frame) for frame in frames}) > 1:
             raise TypeError(f"`{name}` mixes {sorted({type(f).__name__ for f in frames})}; give frames of one type.")
+        if isinstance(frames[0], torch.Tensor):  # (3, H, W) frames in [-1, 1]: one (3, T, H, W) clip, resized below
+            shapes = sorted({tuple(frame.shape) for frame in frames})
+            if len(shapes) > 1 or len(shapes[0]) != 3 or shapes[0][0] != 3:
+                raise ValueError(f"`{name}`: a list of tensors must hold (3, H, W) frames of one size, got {shapes}.")
+            frames = torch.stack(frames, dim=1)
     else:
         frames = _normalise_frame(frames, name)
     if isinstance(frames, PIL.Image.Image) or (isinstance(frames, np.ndarray) and frames.ndim == 3):

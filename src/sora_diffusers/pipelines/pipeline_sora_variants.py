@@ -35,7 +35,8 @@ class SoraImageToVideoPipeline(SoraPipeline):
     ) -> SoraPipelineOutput | tuple:
         r"""
         Args:
-            image: the first frame (PIL image, array, tensor or path).
+            image: the first frame (PIL image, array, tensor or path), or a list of images, one per prompt (as in
+                diffusers' image-to-video pipelines).
             prompt, negative_prompt: what happens next / what to steer away from (diffusers' I2V order).
             image_strength (`float`, defaults to 1.0): 1.0 keeps the image exactly as frame 0: the output's frame 0 is
                 the image resized to `height` x `width` (`return_decoded_conditions=True` returns the model's
@@ -47,6 +48,8 @@ class SoraImageToVideoPipeline(SoraPipeline):
         check_number("image_strength", image_strength, 0.0, 1.0)
         if isinstance(image, (str, os.PathLike)):
             image = load_frames(image, "image")  # here, so an unreadable file is reported as `image`
+        if isinstance(image, (list, tuple)) and not is_clip_batch(image):
+            image = [[frame] for frame in image]  # a batch of one-frame clips, not a clip
         conditions = [FrameCondition(image, 0, image_strength, name="image"), *(kwargs.pop("conditions", None) or [])]
         return super().__call__(prompt=prompt, negative_prompt=negative_prompt, conditions=conditions, **kwargs)
 
