@@ -197,7 +197,7 @@ def _text_encoder_folder(text_encoder: str) -> Path:
 # ---- converting the models --------------------------------------------------------------------------------------
 
 
-def _cast(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+def cast_floating(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     """Cast floating tensors one at a time, dropping each original: no second full copy in memory."""
     if dtype is not None:
         for key in list(state_dict):
@@ -206,7 +206,7 @@ def _cast(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dic
     return state_dict
 
 
-def _build(cls, config: dict, state_dict: dict[str, torch.Tensor], where: Path):
+def build_model(cls, config: dict, state_dict: dict[str, torch.Tensor], where: Path):
     """`cls(**config)` on the meta device, its weights assigned from `state_dict` after the count and shape checks."""
     from accelerate import init_empty_weights
 
@@ -229,7 +229,7 @@ def convert_transformer_folder(folder: Path, wan_config: dict, per_frame_timeste
         config = wan_transformer_config_to_sora(wan_config, per_frame_timesteps=per_frame_timesteps)
     except ValueError as error:
         raise CheckpointError(f"{folder}: {error}") from error
-    return _build(DiTVideoTransformer3D, config, _cast(converted, dtype), folder)
+    return build_model(DiTVideoTransformer3D, config, cast_floating(converted, dtype), folder)
 
 
 def convert_vae_file(path: Path):
@@ -246,7 +246,7 @@ def convert_vae_file(path: Path):
         config = wan_vae_config_to_spacetime(wan_config)
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from error
-    return _build(SpacetimeVAE, config, _cast(converted, torch.float32), path)
+    return build_model(SpacetimeVAE, config, cast_floating(converted, torch.float32), path)
 
 
 def convert_text_encoder_file(path: Path):
@@ -260,7 +260,7 @@ def convert_text_encoder_file(path: Path):
         config = UMT5Config(**wan_umt5_config_from_state_dict(state_dict), architectures=["UMT5EncoderModel"])
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from error
-    model = _build(UMT5EncoderModel, {"config": config}, converted, path)
+    model = build_model(UMT5EncoderModel, {"config": config}, converted, path)
     model.tie_weights()  # `assign=True` gave `shared` and `encoder.embed_tokens` one tensor, in two Parameters
     return model
 
@@ -446,9 +446,9 @@ def convert_sora_to_wan(source: str | os.PathLike, output_dir: str | os.PathLike
                 state_dict = convert_sora_transformer_state_dict_to_wan(load_sharded_safetensors(path / name), config)
             except ValueError as error:
                 raise CheckpointError(f"{path / name}: {error}") from error
-            models[name] = _build(WanTransformer3DModel, wan_config, state_dict, path / name)
+            models[name] = build_model(WanTransformer3DModel, wan_config, state_dict, path / name)
     vae_config = _read_json(path / "vae" / "config.json")
-    models["vae"] = _build(
+    models["vae"] = build_model(
         AutoencoderKLWan, spacetime_vae_config_to_wan(vae_config), load_sharded_safetensors(path / "vae"), path / "vae"
     )
     per_frame = _read_json(path / "transformer" / "config.json").get("per_frame_timesteps", False)

@@ -17,6 +17,7 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from ..loaders.single_file import SingleFileMixin
 from .autoencoder_networks import Decoder3d, Encoder3d
 from .causal_conv import CausalCache, CausalConv3d
 from .tiling import blend_tiles, tile_windows, tiled_apply
@@ -208,7 +209,7 @@ def _in_grad_mode(stream: Iterator[torch.Tensor], enabled: bool) -> Iterator[tor
 
 
 # Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::AutoencoderKLWan
-class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
+class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin, SingleFileMixin):
     r"""Causal 3D-convolution video VAE: (B, C, T, H, W) in [-1, 1] <-> latents (B, latent_channels, T', H', W').
 
     Frame 0 is encoded alone, then groups of `temporal_compression_ratio` frames, so T' = 1 + (T - 1) / ratio and an

@@ -22,6 +22,7 @@ from diffusers.models.normalization import FP32LayerNorm
 from diffusers.utils import apply_lora_scale
 from torch import nn
 
+from ..loaders.single_file import SingleFileMixin
 from .attention import SoraAttention
 from .embeddings import RotaryPosEmbed3D, TimeTextEmbedding, rope_axes_dims
 from .normalization import frames_view, gated_residual, modulate
@@ -107,7 +108,7 @@ def _apply_lora_scale(forward):
     return wrapper
 
 
-class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin):
+class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin, SingleFileMixin):
     r"""
     Diffusion transformer over spacetime latent patches.
 
