@@ -84,7 +84,7 @@ def convert_wan_transformer_state_dict(state_dict: dict[str, torch.Tensor]) -> d
             "Wan image-to-video weights (CLIP image cross-attention) are not supported; this model conditions on "
             f"images with per-frame timesteps. Unsupported keys: {unsupported[:6]}{' ...' if len(unsupported) > 6 else ''}"
         )
-    state_dict = _strip_prefix(state_dict, "model.diffusion_model.")  # single-file repacks (ComfyUI)
+    state_dict = strip_single_file_prefix(state_dict)
     is_original = "time_embedding.0.weight" in state_dict
     if not is_original and "condition_embedder.time_proj.weight" not in state_dict:
         raise ValueError(
@@ -102,7 +102,10 @@ def convert_wan_transformer_state_dict(state_dict: dict[str, torch.Tensor]) -> d
     return converted
 
 
-def _strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def strip_single_file_prefix(
+    state_dict: dict[str, torch.Tensor], prefix: str = "model.diffusion_model."
+) -> dict[str, torch.Tensor]:
+    """Drop the prefix that single-file repacks (ComfyUI's) put before every transformer key."""
     if state_dict and all(key.startswith(prefix) for key in state_dict):
         return {key[len(prefix) :]: value for key, value in state_dict.items()}
     return state_dict

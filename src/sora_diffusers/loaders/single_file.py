@@ -79,9 +79,9 @@ def wan_transformer_config_from_state_dict(state_dict: dict[str, torch.Tensor], 
     Raises `ValueError` for a state dict in this package's own layout (its 2-D patch embedding does not tell the patch
     size: pass a config) and for a width that 128-wide heads do not divide.
     """
-    from .original_checkpoint import _strip_prefix
+    from .original_checkpoint import strip_single_file_prefix
 
-    state_dict = _strip_prefix(state_dict, "model.diffusion_model.")
+    state_dict = strip_single_file_prefix(state_dict)
     patch = state_dict.get("patch_embedding.weight")
     if patch is None:
         raise ValueError("no `patch_embedding.weight`: not a Wan transformer checkpoint.")
@@ -126,37 +126,46 @@ def wan_transformer_config_from_state_dict(state_dict: dict[str, torch.Tensor], 
     }  # fmt: skip
 
 
+def _transformer_config(wan: dict) -> dict:
+    from .original_checkpoint import wan_transformer_config_to_sora
+
+    return wan_transformer_config_to_sora(wan, per_frame_timesteps=wan.get("in_channels") == WAN22_TI2V_CHANNELS)
+
+
 def _transformer_parts(state_dict, config: dict | None, overrides: dict) -> tuple[dict, dict]:
-    from .original_checkpoint import convert_wan_transformer_state_dict, wan_transformer_config_to_sora
+    from .original_checkpoint import convert_wan_transformer_state_dict
 
     if config is None:
-        wan = wan_transformer_config_from_state_dict(state_dict, overrides.get("num_attention_heads"))
-        per_frame = wan["in_channels"] == WAN22_TI2V_CHANNELS
-        config = wan_transformer_config_to_sora(wan, per_frame_timesteps=per_frame)
+        config = _transformer_config(
+            wan_transformer_config_from_state_dict(state_dict, overrides.get("num_attention_heads"))
+        )
     return {**config, **overrides}, convert_wan_transformer_state_dict(state_dict)
+
+
+def _vae_config(wan: dict) -> dict:
+    from .original_checkpoint import wan_vae_config_to_spacetime
+
+    return wan_vae_config_to_spacetime(wan)
 
 
 def _vae_parts(state_dict, config: dict | None, overrides: dict) -> tuple[dict, dict]:
     from .original_checkpoint import convert_wan_vae_state_dict, wan_vae_config_from_state_dict
 
     if config is None:
-        from .original_checkpoint import wan_vae_config_to_spacetime
-
-        config = wan_vae_config_to_spacetime(wan_vae_config_from_state_dict(state_dict))
+        config = _vae_config(wan_vae_config_from_state_dict(state_dict))
     return {**config, **overrides}, convert_wan_vae_state_dict(state_dict)
 
 
-# class name -> (the Wan class whose configs convert to it, its converter), as diffusers' SINGLE_FILE_LOADABLE_CLASSES
+# class name -> (diffusers' Wan class of the same model, its config -> ours, (state dict, config, overrides) -> our
+# config and state dict), as diffusers' SINGLE_FILE_LOADABLE_CLASSES maps a class name to its converter
 SINGLE_FILE_LOADABLE_CLASSES = {
-    "DiTVideoTransformer3D": ("WanTransformer3DModel", _transformer_parts),
-    "SpacetimeVAE": ("AutoencoderKLWan", _vae_parts),
+    "DiTVideoTransformer3D": ("WanTransformer3DModel", _transformer_config, _transformer_parts),
+    "SpacetimeVAE": ("AutoencoderKLWan", _vae_config, _vae_parts),
 }
 
 
-def _loaded_config(cls, wan_class: str, config, subfolder, hub_kwargs: dict) -> dict | None:
+def _loaded_config(cls, owner: str, config, subfolder, hub_kwargs: dict) -> dict | None:
     """`config=` as a dict of our keyword arguments: a folder or Hub id of ours or of the matching Wan class."""
-    from .original_checkpoint import wan_transformer_config_to_sora, wan_vae_config_to_spacetime
-
     if config is None:
         return None
     if isinstance(config, dict):
@@ -166,12 +175,10 @@ def _loaded_config(cls, wan_class: str, config, subfolder, hub_kwargs: dict) -> 
         loaded = cls.load_config(os.fspath(config), subfolder=subfolder, **kwargs)
     else:
         raise TypeError(f"`config` must be a folder, a Hub id or a dict, not {type(config).__name__}.")
+    wan_class, from_wan, _ = SINGLE_FILE_LOADABLE_CLASSES[owner]
     class_name = loaded.get("_class_name", cls.__name__)
     if class_name == wan_class:
-        if wan_class == "WanTransformer3DModel":
-            per_frame = loaded.get("in_channels") == WAN22_TI2V_CHANNELS
-            return wan_transformer_config_to_sora(loaded, per_frame_timesteps=per_frame)
-        return wan_vae_config_to_spacetime(loaded)
+        return from_wan(loaded)
     if class_name != cls.__name__:
         raise ValueError(f"`config` is a {class_name!r} config; {cls.__name__} takes its own or {wan_class!r}'s.")
     return {k: v for k, v in loaded.items() if not k.startswith("_")}
@@ -218,7 +225,7 @@ class SingleFileMixin:
         from .wan_conversion import build_model, cast_floating
 
         owner = next((c.__name__ for c in cls.__mro__ if c.__name__ in SINGLE_FILE_LOADABLE_CLASSES), None)
-        wan_class, parts = SINGLE_FILE_LOADABLE_CLASSES[owner]
+        parts = SINGLE_FILE_LOADABLE_CLASSES[owner][2]
         unknown = sorted(set(kwargs) - _init_parameters(cls))
         if unknown:
             raise TypeError(f"{cls.__name__}.from_single_file() got keywords that are not config entries: {unknown}.")
@@ -228,7 +235,7 @@ class SingleFileMixin:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"`dtype` must be a floating torch.dtype, not {dtype!r}.")
         hub = dict(cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only, token=token)
-        loaded = _loaded_config(cls, wan_class, config, subfolder, {**hub, "revision": revision})
+        loaded = _loaded_config(cls, owner, config, subfolder, {**hub, "revision": revision})
         state_dict, where = read_single_file(pretrained_model_link_or_path_or_dict, revision=revision, **hub)
         try:
             init, converted = parts(state_dict, loaded, kwargs)
