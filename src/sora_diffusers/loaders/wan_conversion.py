@@ -277,6 +277,56 @@ def _scheduler(source: WanSource):
     )  # fmt: skip
 
 
+WAN_PIPELINE_MODEL_CLASSES = {"WanTransformer3DModel", "AutoencoderKLWan"}
+
+
+def convert_wan_pipeline_components(pipe, index: dict) -> list[str]:
+    """Replace, in a `SoraPipeline` loaded from a diffusers `WanPipeline` folder, diffusers' `WanTransformer3DModel`s
+    and `AutoencoderKLWan` by `DiTVideoTransformer3D`s and a `SpacetimeVAE` holding the same tensors (shared, not
+    copied: only the patch embedding is reshaped), and set the pipeline's default size to the model's (`DEFAULT_SIZES`).
+    `expand_timesteps` in `model_index.json` (Wan 2.2 TI2V-5B) becomes the transformers' `per_frame_timesteps`.
+
+    Returns:
+        the names of the components replaced.
+
+    Raises:
+        ValueError: a model whose weights are not all loaded (a `device_map` left some on the meta device), or an
+            image-to-video Wan transformer.
+    """
+    from ..models.autoencoder_spacetime import SpacetimeVAE
+    from ..models.transformer_sora import DiTVideoTransformer3D
+
+    per_frame = bool(index.get("expand_timesteps"))
+    replaced = {}
+    for name in ("transformer", "transformer_2", "vae"):
+        model = getattr(pipe, name, None)
+        if type(model).__name__ not in WAN_PIPELINE_MODEL_CLASSES:
+            continue
+        if any(t.is_meta for t in model.state_dict().values()):
+            raise ValueError(
+                f"`{name}` ({type(model).__name__}) has weights on the meta device (offloaded by `device_map`?), "
+                "which cannot be converted while loading; convert the folder once with "
+                "conversion_scripts/convert_wan_to_sora.py and load that."
+            )
+        where = Path(str(pipe.config.get("_name_or_path") or "")) / name
+        if name == "vae":
+            config = wan_vae_config_to_spacetime(dict(model.config))
+            replaced[name] = build_model(SpacetimeVAE, config, convert_wan_vae_state_dict(model.state_dict()), where)
+        else:
+            try:
+                config = wan_transformer_config_to_sora(dict(model.config), per_frame_timesteps=per_frame)
+                state_dict = convert_wan_transformer_state_dict(model.state_dict())
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from error
+            replaced[name] = build_model(DiTVideoTransformer3D, config, state_dict, where)
+    if replaced:
+        pipe.register_modules(**replaced)
+        kind = "ti2v" if per_frame else "t2v-a14b" if getattr(pipe, "transformer_2", None) is not None else "t2v"
+        height, width, frames = DEFAULT_SIZES[kind]
+        pipe.register_to_config(default_height=height, default_width=width, default_num_frames=frames)
+    return list(replaced)
+
+
 # ---- writing folders --------------------------------------------------------------------------------------------
 
 

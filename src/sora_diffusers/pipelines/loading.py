@@ -1,13 +1,19 @@
 """Loading, saving and casting `SoraPipeline`s: diffusers' `DiffusionPipeline` methods with the checks and fixes of
 this package (safetensors only, trusted modules and text encoder packages, float32 by default, Hub cards)."""
 
+import contextlib
+import logging
 import os
 
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
 
 from . import validation
 from .text_encoder_package import TEXT_COMPONENTS, keep_text_components_none
+
+
+logger = diffusers_logging.get_logger(__name__)
 
 
 class SoraPipelineLoadingMixin:
@@ -25,11 +31,17 @@ class SoraPipelineLoadingMixin:
         `validation.TRUSTED_TEXT_ENCODER_PACKAGES` (`trust_remote_code=True` allows more). Weights load from
         safetensors files only (`use_safetensors=True` unless passed; `use_safetensors=None` is diffusers' default,
         which allows pickles): a component shipped only as a pickle (`pytorch_model.bin`) is refused. A model whose
-        config.json does not match its weights is named. Without `dtype` (or `torch_dtype`), every component loads
-        in float32, diffusers' default, the text encoder included: diffusers leaves a transformers model's dtype to
-        transformers, which reads it from the model's config.json, and `save_pretrained(..., variant="fp16")` writes
-        float16 there, for the float32 weights beside the variant too (diffusers' own
-        `DiffusionPipeline.from_pretrained` still does that: pass `dtype=torch.float32` to it).
+        config.json does not match its weights is named.
+
+        A diffusers `WanPipeline` folder or repo (`Wan-AI/*-Diffusers`) loads too: its `WanTransformer3DModel`s and
+        `AutoencoderKLWan` become `DiTVideoTransformer3D`s and a `SpacetimeVAE` on the same tensors
+        (`loaders.wan_conversion.convert_wan_pipeline_components`).
+
+        Without `dtype` (or `torch_dtype`), every component loads in float32, diffusers' default, the text encoder
+        included: diffusers leaves a transformers model's dtype to transformers, which reads it from the model's
+        config.json, and `save_pretrained(..., variant="fp16")` writes float16 there, for the float32 weights beside
+        the variant too (diffusers' own `DiffusionPipeline.from_pretrained` still does that: pass
+        `dtype=torch.float32` to it).
 
         Raises:
             ValueError: an invalid `model_index.json`, a module or package it may not name, pickled weights, or a
@@ -41,7 +53,8 @@ class SoraPipelineLoadingMixin:
         component_names = list(cls._get_signature_keys(cls)[0])
         index, folder = validation.check_pipeline_folder(pretrained_model_name_or_path, component_names, kwargs)
         left_out = [name for name in TEXT_COMPONENTS if name in kwargs and kwargs[name] is None]
-        with keep_text_components_none(left_out):
+        from_wan = index is not None and index.get("_class_name") == "WanPipeline"
+        with keep_text_components_none(left_out), _wan_types_expected(from_wan):
             try:
                 pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
             except Exception as error:
@@ -49,6 +62,13 @@ class SoraPipelineLoadingMixin:
                 if mismatch is not None:
                     raise ValueError(mismatch) from error
                 raise
+        if from_wan:
+            from ..loaders.wan_conversion import convert_wan_pipeline_components
+
+            replaced = convert_wan_pipeline_components(pipe, index)
+            logger.info(
+                f"Converted the WanPipeline's {', '.join(replaced)} to this package's models (weights shared)."
+            )
         if kwargs.get("device_map") is None:  # with a device map, offloaded weights stay on the meta device
             validation.check_all_weights_loaded(pipe.components, folder, index, component_names)
         return pipe
@@ -131,3 +151,27 @@ def _has_dtype(module: torch.nn.Module, dtype: torch.dtype) -> bool:
         if not (tensor.dtype == torch.float32 and keep.intersection(name.split("."))):
             return False
     return True
+
+
+class _WanTypesExpected(logging.Filter):
+    """Drops diffusers' "Expected types for transformer: (DiTVideoTransformer3D,), got WanTransformer3DModel" warning
+    for the Wan models that `from_pretrained` converts right after loading them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Expected types for ") and any(
+            f"{name}'>" in message for name in ("WanTransformer3DModel", "AutoencoderKLWan")
+        ))  # fmt: skip
+
+
+@contextlib.contextmanager
+def _wan_types_expected(active: bool):
+    if not active:
+        yield
+        return
+    pipeline_logger, quiet = logging.getLogger("diffusers.pipelines.pipeline_utils"), _WanTypesExpected()
+    pipeline_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        pipeline_logger.removeFilter(quiet)
