@@ -99,3 +99,16 @@ def test_wan_folder_with_a_passed_transformer_keeps_it(wan_folders, tiny_transfo
     """A component passed to `from_pretrained` is used as given; the folder's others are still converted."""
     ours = SoraPipeline.from_pretrained(wan_folders / "t2v", transformer=tiny_transformer)
     assert ours.transformer is tiny_transformer and type(ours.vae) is SpacetimeVAE
+
+
+def test_from_pipe_of_a_wan_pipeline_converts_its_models(wan_folders):
+    wan = WanPipeline.from_pretrained(wan_folders / "ti2v", tokenizer=None, text_encoder=None)
+    ours = SoraPipeline.from_pipe(wan)
+    assert type(ours.transformer) is DiTVideoTransformer3D and type(ours.vae) is SpacetimeVAE
+    assert (
+        ours.transformer.config.per_frame_timesteps is True
+        and type(wan.transformer).__name__ != "DiTVideoTransformer3D"
+    )
+    ours_q, wan_q = ours.transformer.blocks[0].attn1.to_q.weight, wan.transformer.blocks[0].attn1.to_q.weight
+    assert ours_q.data_ptr() == wan_q.data_ptr() and torch.equal(ours_q, wan_q)  # the same memory
+    assert ours.config.default_num_frames == 121 and ours.scheduler is wan.scheduler

@@ -280,14 +280,10 @@ def _scheduler(source: WanSource):
 WAN_PIPELINE_MODEL_CLASSES = {"WanTransformer3DModel", "AutoencoderKLWan"}
 
 
-def convert_wan_pipeline_components(pipe, index: dict) -> list[str]:
-    """Replace, in a `SoraPipeline` loaded from a diffusers `WanPipeline` folder, diffusers' `WanTransformer3DModel`s
-    and `AutoencoderKLWan` by `DiTVideoTransformer3D`s and a `SpacetimeVAE` holding the same tensors (shared, not
-    copied: only the patch embedding is reshaped), and set the pipeline's default size to the model's (`DEFAULT_SIZES`).
-    `expand_timesteps` in `model_index.json` (Wan 2.2 TI2V-5B) becomes the transformers' `per_frame_timesteps`.
-
-    Returns:
-        the names of the components replaced.
+def convert_wan_models(components: dict, per_frame_timesteps: bool, where: str | os.PathLike = "") -> dict:
+    """This package's models for the diffusers `WanTransformer3DModel`s and `AutoencoderKLWan` among a pipeline's
+    `components` (name -> module; others are left out), holding the same tensors (shared, not copied: only the patch
+    embedding is reshaped). `per_frame_timesteps` is a `WanPipeline`'s `expand_timesteps` (Wan 2.2 TI2V-5B).
 
     Raises:
         ValueError: a model whose weights are not all loaded (a `device_map` left some on the meta device), or an
@@ -296,10 +292,8 @@ def convert_wan_pipeline_components(pipe, index: dict) -> list[str]:
     from ..models.autoencoder_spacetime import SpacetimeVAE
     from ..models.transformer_sora import DiTVideoTransformer3D
 
-    per_frame = bool(index.get("expand_timesteps"))
-    replaced = {}
-    for name in ("transformer", "transformer_2", "vae"):
-        model = getattr(pipe, name, None)
+    converted = {}
+    for name, model in components.items():
         if type(model).__name__ not in WAN_PIPELINE_MODEL_CLASSES:
             continue
         if any(t.is_meta for t in model.state_dict().values()):
@@ -308,22 +302,34 @@ def convert_wan_pipeline_components(pipe, index: dict) -> list[str]:
                 "which cannot be converted while loading; convert the folder once with "
                 "conversion_scripts/convert_wan_to_sora.py and load that."
             )
-        where = Path(str(pipe.config.get("_name_or_path") or "")) / name
-        if name == "vae":
+        path = Path(where) / name
+        if type(model).__name__ == "AutoencoderKLWan":
             config = wan_vae_config_to_spacetime(dict(model.config))
-            replaced[name] = build_model(SpacetimeVAE, config, convert_wan_vae_state_dict(model.state_dict()), where)
-        else:
-            try:
-                config = wan_transformer_config_to_sora(dict(model.config), per_frame_timesteps=per_frame)
-                state_dict = convert_wan_transformer_state_dict(model.state_dict())
-            except ValueError as error:
-                raise ValueError(f"{where}: {error}") from error
-            replaced[name] = build_model(DiTVideoTransformer3D, config, state_dict, where)
+            converted[name] = build_model(SpacetimeVAE, config, convert_wan_vae_state_dict(model.state_dict()), path)
+            continue
+        try:
+            config = wan_transformer_config_to_sora(dict(model.config), per_frame_timesteps=per_frame_timesteps)
+            state_dict = convert_wan_transformer_state_dict(model.state_dict())
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+        converted[name] = build_model(DiTVideoTransformer3D, config, state_dict, path)
+    return converted
+
+
+def wan_default_size(per_frame_timesteps: bool, two_experts: bool) -> dict:
+    """A `SoraPipeline`'s `default_height`, `default_width` and `default_num_frames` for a Wan model (`DEFAULT_SIZES`)."""
+    height, width, frames = DEFAULT_SIZES["ti2v" if per_frame_timesteps else "t2v-a14b" if two_experts else "t2v"]
+    return dict(default_height=height, default_width=width, default_num_frames=frames)
+
+
+def convert_wan_pipeline_components(pipe, index: dict) -> list[str]:
+    """In a `SoraPipeline` loaded from a diffusers `WanPipeline` folder, replace the Wan models by this package's
+    (`convert_wan_models`) and set the pipeline's default size to the model's; returns the names replaced."""
+    per_frame = bool(index.get("expand_timesteps"))
+    replaced = convert_wan_models(pipe.components, per_frame, str(pipe.config.get("_name_or_path") or ""))
     if replaced:
         pipe.register_modules(**replaced)
-        kind = "ti2v" if per_frame else "t2v-a14b" if getattr(pipe, "transformer_2", None) is not None else "t2v"
-        height, width, frames = DEFAULT_SIZES[kind]
-        pipe.register_to_config(default_height=height, default_width=width, default_num_frames=frames)
+        pipe.register_to_config(**wan_default_size(per_frame, getattr(pipe, "transformer_2", None) is not None))
     return list(replaced)
 
 

@@ -76,7 +76,16 @@ class SoraPipelineLoadingMixin:
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
         """diffusers' `DiffusionPipeline.from_pipe`: shares the components, so one the source lacks stays `None` (it
-        is not loaded from `text_encoder_package`)."""
+        is not loaded from `text_encoder_package`). From a diffusers `WanPipeline`, its Wan models are turned into
+        this package's on the same tensors, as `from_pretrained` does."""
+        if type(pipeline).__name__ == "WanPipeline":  # diffusers' from_pipe leaves out models of another class
+            from ..loaders.wan_conversion import convert_wan_models, wan_default_size
+
+            per_frame = bool(pipeline.config.get("expand_timesteps"))
+            models = {k: v for k, v in pipeline.components.items() if k not in kwargs}
+            kwargs = {**convert_wan_models(models, per_frame), **kwargs}
+            two_experts = kwargs.get("transformer_2", getattr(pipeline, "transformer_2", None)) is not None
+            kwargs = {**wan_default_size(per_frame, two_experts), **kwargs}
         with keep_text_components_none(TEXT_COMPONENTS):
             return super().from_pipe(pipeline, **kwargs)
 
