@@ -13,6 +13,7 @@ from diffusers import UniPCMultistepScheduler, WanPipeline
 from sora_diffusers import DiTVideoTransformer3D, SoraPipeline, SpacetimeVAE
 
 from ..conftest import TINY_TRANSFORMER_CONFIG
+from ..hub import add_to_hub_cache, use_hub_cache
 from ..loaders.wan_layouts import WAN21_VAE_TINY, tiny_wan_transformer, tiny_wan_vae
 
 
@@ -112,3 +113,12 @@ def test_from_pipe_of_a_wan_pipeline_converts_its_models(wan_folders):
     ours_q, wan_q = ours.transformer.blocks[0].attn1.to_q.weight, wan.transformer.blocks[0].attn1.to_q.weight
     assert ours_q.data_ptr() == wan_q.data_ptr() and torch.equal(ours_q, wan_q)  # the same memory
     assert ours.config.default_num_frames == 121 and ours.scheduler is wan.scheduler
+
+
+def test_wan_repo_id_from_the_hub_cache_loads_converted(wan_folders, tmp_path, monkeypatch):
+    """The README's `SoraPipeline.from_pretrained("Wan-AI/Wan2.1-T2V-1.3B-Diffusers")`, on a real (offline) cache."""
+    cache = use_hub_cache(monkeypatch, tmp_path / "cache")
+    add_to_hub_cache(cache, "Wan-AI/tiny-T2V-Diffusers", wan_folders / "t2v")
+    ours = SoraPipeline.from_pretrained("Wan-AI/tiny-T2V-Diffusers", dtype=torch.bfloat16)
+    assert type(ours.transformer) is DiTVideoTransformer3D and type(ours.vae) is SpacetimeVAE
+    assert ours.transformer.proj_out.weight.dtype == torch.bfloat16 and ours.config.default_width == 832
