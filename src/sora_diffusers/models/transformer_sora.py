@@ -108,7 +108,7 @@ def _apply_lora_scale(forward):
     return wrapper
 
 
-class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin, SingleFileMixin):
+class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, SingleFileMixin, CacheMixin, AttentionMixin):
     r"""
     Diffusion transformer over spacetime latent patches.
 
