@@ -174,6 +174,8 @@ def test_single_file_bad_arguments_are_named(tmp_path, wan128):
         OSError, match=r"`pretrained_model_link_or_path_or_dict`='.*missing\.safetensors': no such file"
     ):
         DiTVideoTransformer3D.from_single_file(tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match=r"is a GGUF \(quantized\) file, which is not supported"):
+        DiTVideoTransformer3D.from_single_file("https://huggingface.co/city96/Wan2.1-T2V-14B-gguf/blob/main/a.gguf")
     with pytest.raises(ValueError, match=r"not a Hugging Face file URL"):
         DiTVideoTransformer3D.from_single_file("https://example.com/wan.safetensors")
     with pytest.raises(TypeError, match=r"must be a path, a Hugging Face file URL or a state dict, not int"):

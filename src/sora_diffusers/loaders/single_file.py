@@ -68,6 +68,11 @@ def read_single_file(source, **hub_kwargs) -> tuple[dict[str, torch.Tensor], str
             f"`pretrained_model_link_or_path_or_dict` must be a path, a Hugging Face file URL or a state dict, "
             f"not {type(source).__name__}."
         )
+    if os.fspath(source).lower().endswith(".gguf"):
+        raise ValueError(
+            f"`pretrained_model_link_or_path_or_dict`={os.fspath(source)!r} is a GGUF (quantized) file, which is not "
+            "supported; use a .safetensors file of the model."
+        )
     path = resolve_single_file(source, **hub_kwargs)
     return load_state_dict_file(path), str(path)
 
