@@ -43,13 +43,13 @@ def resolve_single_file(link_or_path: str | os.PathLike, **hub_kwargs) -> Path:
             )
         raise OSError(f"`pretrained_model_link_or_path_or_dict`={text!r}: no such file.")
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
     repo_id, url_revision, filename = match.groups()
     revision = hub_kwargs.pop("revision", None) or url_revision
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, **hub_kwargs))
-    except (LocalEntryNotFoundError, EntryNotFoundError, RepositoryNotFoundError) as error:
+    except (LocalEntryNotFoundError, EntryNotFoundError, HfHubHTTPError) as error:  # no repo, revision, access
         raise OSError(
             f"cannot get {filename!r} of the Hub repo {repo_id!r} at revision {revision!r}: {error}"
         ) from error
