@@ -122,3 +122,25 @@ def test_wan_repo_id_from_the_hub_cache_loads_converted(wan_folders, tmp_path, m
     ours = SoraPipeline.from_pretrained("Wan-AI/tiny-T2V-Diffusers", dtype=torch.bfloat16)
     assert type(ours.transformer) is DiTVideoTransformer3D and type(ours.vae) is SpacetimeVAE
     assert ours.transformer.proj_out.weight.dtype == torch.bfloat16 and ours.config.default_width == 832
+
+
+def test_models_from_pretrained_of_wan_subfolders(wan_folders, tmp_path, monkeypatch):
+    """`DiTVideoTransformer3D.from_pretrained(repo, subfolder="transformer")` of a Wan repo, as diffusers users load
+    one model: converted, in the dtype asked for; the TI2V width reads as per-frame timesteps."""
+    reference = WanPipeline.from_pretrained(wan_folders / "t2v", tokenizer=None, text_encoder=None)
+    transformer = DiTVideoTransformer3D.from_pretrained(wan_folders / "t2v", subfolder="transformer")
+    assert type(transformer) is DiTVideoTransformer3D and not transformer.config.per_frame_timesteps
+    x, t, text = torch.randn(1, 4, 2, 4, 6), torch.tensor([500.0]), torch.randn(1, 7, 16)
+    with torch.no_grad():
+        expected = reference.transformer(x, t, text).sample
+        error = (transformer(x, t, text).sample - expected).abs().max().item()
+    assert error <= RTOL * expected.abs().max().item()
+    vae = SpacetimeVAE.from_pretrained(wan_folders / "t2v", subfolder="vae", torch_dtype=torch.bfloat16)
+    assert type(vae) is SpacetimeVAE and vae.decoder.conv_in.weight.dtype == torch.bfloat16
+    cache = use_hub_cache(monkeypatch, tmp_path / "cache")
+    add_to_hub_cache(cache, "Wan-AI/tiny-T2V-Diffusers", wan_folders / "t2v")
+    hub = DiTVideoTransformer3D.from_pretrained("Wan-AI/tiny-T2V-Diffusers", subfolder="transformer")
+    assert torch.equal(hub.proj_out.weight, transformer.proj_out.weight)
+    ours = SoraPipeline.from_pretrained(wan_folders / "t2v")
+    ours.transformer.save_pretrained(tmp_path / "ours")  # our own folders still load as before
+    assert torch.equal(DiTVideoTransformer3D.from_pretrained(tmp_path / "ours").proj_out.weight, hub.proj_out.weight)

@@ -255,3 +255,32 @@ def _init_parameters(cls) -> set[str]:
     import inspect
 
     return {name for name in inspect.signature(cls.__init__).parameters if name != "self"}
+
+
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies", "subfolder")
+
+
+def from_wan_pretrained(cls, pretrained_model_name_or_path, kwargs: dict):
+    """`cls.from_pretrained` of a folder (or Hub id) that holds diffusers' matching Wan model (`WanTransformer3DModel`
+    for `DiTVideoTransformer3D`, `AutoencoderKLWan` for `SpacetimeVAE`), e.g. `subfolder="transformer"` of a
+    `Wan-AI/*-Diffusers` repo: diffusers loads it with all of `kwargs`, and it is converted on the same tensors. `None`
+    when the folder holds anything else (or no readable config), for diffusers' own `from_pretrained` to load or report.
+    """
+    owner = next((c.__name__ for c in cls.__mro__ if c.__name__ in SINGLE_FILE_LOADABLE_CLASSES), None)
+    wan_class = SINGLE_FILE_LOADABLE_CLASSES[owner][0]
+    try:
+        config = cls.load_config(
+            pretrained_model_name_or_path, **{k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
+        )
+    except (OSError, ValueError):
+        return None
+    if config.get("_class_name") != wan_class:
+        return None
+    import diffusers
+
+    from .wan_conversion import convert_wan_models
+
+    wan = getattr(diffusers, wan_class).from_pretrained(pretrained_model_name_or_path, **kwargs)
+    per_frame = config.get("in_channels") == WAN22_TI2V_CHANNELS
+    name = kwargs.get("subfolder") or ""
+    return convert_wan_models({name: wan}, per_frame, str(pretrained_model_name_or_path))[name]

@@ -250,6 +250,16 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin, SingleFileMixin):
     _supports_gradient_checkpointing = True
     _group_offload_block_modules = ["quant_conv", "post_quant_conv", "encoder", "decoder"]
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' `ModelMixin.from_pretrained`; a diffusers `AutoencoderKLWan` folder (the `vae` subfolder of a
+        `Wan-AI/*-Diffusers` repo) loads too, converted on the same tensors
+        (`loaders.single_file.from_wan_pretrained`)."""
+        from ..loaders.single_file import from_wan_pretrained
+
+        model = from_wan_pretrained(cls, pretrained_model_name_or_path, kwargs)
+        return model if model is not None else super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     @register_to_config
     def __init__(
         self,

@@ -152,6 +152,16 @@ class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, SingleFil
         "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
     }
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' `ModelMixin.from_pretrained`; a diffusers `WanTransformer3DModel` folder (the `transformer`
+        subfolder of a `Wan-AI/*-Diffusers` repo) loads too, converted on the same tensors
+        (`loaders.single_file.from_wan_pretrained`)."""
+        from ..loaders.single_file import from_wan_pretrained
+
+        model = from_wan_pretrained(cls, pretrained_model_name_or_path, kwargs)
+        return model if model is not None else super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     @register_to_config
     def __init__(
         self,
