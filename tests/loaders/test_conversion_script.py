@@ -23,6 +23,7 @@ from ._wan_t5_reference import tiny_umt5_tokenizer, tiny_wan_umt5
 from .wan_layouts import (
     WAN21_VAE_TINY,
     WAN_TRANSFORMER_TINY,
+    assert_close_to_reference,
     original_model_config,
     save_sharded,
     tiny_wan_transformer,
@@ -34,7 +35,6 @@ from .wan_layouts import (
 
 SCRIPT = Path(__file__).resolve().parents[2] / "conversion_scripts" / "convert_wan_to_sora.py"
 UMT5_PTH = "models_t5_umt5-xxl-enc-bf16.pth"
-RTOL = 1e-5
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
     pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN"),
@@ -94,12 +94,6 @@ def original_folder(tmp_path_factory):
     return folder, root / "umt5", wan, vae
 
 
-def _assert_close(ours: torch.Tensor, reference: torch.Tensor) -> None:
-    assert reference.std() > 0.05
-    error, scale = (ours - reference).abs().max().item(), reference.abs().max().item()
-    assert error <= RTOL * scale, f"max error {error:.3g} vs scale {scale:.3g}"
-
-
 def _assert_no_leftovers(parent: Path, name: str) -> None:
     assert not (parent / name).exists()
     assert not [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.")]
@@ -114,8 +108,10 @@ def test_diffusers_layout_converts_to_a_pipeline_matching_wan(wan_folder, tmp_pa
     x, t, text = torch.randn(1, 4, 3, 4, 6), torch.tensor([600.0]), torch.randn(1, 5, 16)
     video = torch.rand(1, 3, 5, 16, 24) * 2 - 1
     with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
-        _assert_close(pipe.transformer.eval()(x, t, text).sample, wan_transformer(x, t, text).sample)
-        _assert_close(pipe.vae.eval().encode(video).latent_dist.mean, wan_vae.encode(video).latent_dist.mean)
+        assert_close_to_reference(pipe.transformer.eval()(x, t, text).sample, wan_transformer(x, t, text).sample)
+        assert_close_to_reference(
+            pipe.vae.eval().encode(video).latent_dist.mean, wan_vae.encode(video).latent_dist.mean
+        )
     frames = pipe("a red circle", num_frames=5, height=32, width=32, num_inference_steps=2, output_type="np").frames
     assert frames.shape == (1, 5, 32, 32, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sora"]  # the staging folder was renamed away
@@ -138,10 +134,10 @@ def test_original_layout_converts_to_a_pipeline_matching_diffusers(original_fold
     x, t, text = torch.randn(2, 4, 3, 4, 6), torch.tensor([900.0, 5.0]), torch.randn(2, 5, 16)
     video = torch.rand(1, 3, 9, 16, 24) * 2 - 1
     with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
-        _assert_close(pipe.transformer.eval()(x, t, text).sample, reference(x, t, text).sample)
+        assert_close_to_reference(pipe.transformer.eval()(x, t, text).sample, reference(x, t, text).sample)
         z = reference_vae.encode(video).latent_dist.mean
-        _assert_close(pipe.vae.eval().encode(video).latent_dist.mean, z)
-        _assert_close(pipe.vae.decode(z).sample, reference_vae.decode(z).sample)
+        assert_close_to_reference(pipe.vae.eval().encode(video).latent_dist.mean, z)
+        assert_close_to_reference(pipe.vae.decode(z).sample, reference_vae.decode(z).sample)
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler" and pipe.scheduler.config.flow_shift == 3.0
     frames = pipe("a red circle", num_frames=5, height=32, width=32, num_inference_steps=2, output_type="np").frames
     assert frames.shape == (1, 5, 32, 32, 3)
@@ -171,7 +167,7 @@ def test_original_layout_converts_its_umt5_encoder_by_default(original_folder, t
     assert torch.equal(mask, tokens.attention_mask) and mask[1].sum() < mask[0].sum()
     with torch.no_grad():
         expected = reference(tokens.input_ids, tokens.attention_mask) * tokens.attention_mask[..., None]
-    _assert_close(embeds, expected)
+    assert_close_to_reference(embeds, expected)
     frames = pipe("a red circle", num_frames=5, height=32, width=32, num_inference_steps=2, output_type="np").frames
     assert frames.shape == (1, 5, 32, 32, 3)
 

@@ -35,6 +35,7 @@ from sora_diffusers.loaders.original_checkpoint import (
 from .wan_layouts import (
     WAN21_VAE_TINY,
     WAN22_VAE_TINY,
+    assert_close_to_reference,
     original_model_config,
     save_sharded,
     tiny_wan_transformer,
@@ -44,18 +45,10 @@ from .wan_layouts import (
 )
 
 
-RTOL = 1e-5
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
     pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN"),
 ]
-
-
-def _assert_close(ours: torch.Tensor, reference: torch.Tensor) -> None:
-    assert ours.shape == reference.shape
-    assert reference.std() > 0.05, "reference output is degenerate"
-    error, scale = (ours - reference).abs().max().item(), reference.abs().max().item()
-    assert error <= RTOL * scale, f"max error {error:.3g} vs scale {scale:.3g}"
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +76,7 @@ def test_original_transformer_matches_diffusers_converter(original_transformer):
     with torch.no_grad():
         for t in (torch.tensor([999.0, 10.0]), torch.tensor([[0.0, 500.0, 999.0], [250.0, 250.0, 10.0]])):
             t_ref = t if t.ndim == 1 else t.repeat_interleave(3 * 4, dim=1)  # diffusers: one timestep per token
-            _assert_close(ours(x, t, text).sample, reference(x, t_ref, text).sample)
+            assert_close_to_reference(ours(x, t, text).sample, reference(x, t_ref, text).sample)
 
 
 @pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
@@ -107,10 +100,10 @@ def test_original_transformer_config_refuses_other_model_types(original_transfor
 def _vae_parity(wan: AutoencoderKLWan, ours: SpacetimeVAE, video: torch.Tensor) -> None:
     with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
         posterior_wan, posterior_ours = wan.encode(video).latent_dist, ours.encode(video).latent_dist
-        _assert_close(posterior_ours.mean, posterior_wan.mean)
-        _assert_close(posterior_ours.logvar, posterior_wan.logvar)
+        assert_close_to_reference(posterior_ours.mean, posterior_wan.mean)
+        assert_close_to_reference(posterior_ours.logvar, posterior_wan.logvar)
         z = posterior_wan.mean
-        _assert_close(ours.decode(z).sample, wan.decode(z).sample)
+        assert_close_to_reference(ours.decode(z).sample, wan.decode(z).sample)
 
 
 def test_original_wan21_vae_pth_matches_diffusers_converter(tmp_path):

@@ -17,6 +17,18 @@ from safetensors.torch import save_file
 from ..conftest import perturb_
 
 
+# Parity criterion of the conversion tests, fp32: max |ours - diffusers| <= RTOL * max |diffusers|.
+RTOL = 1e-5
+
+
+def assert_close_to_reference(ours: torch.Tensor, reference: torch.Tensor) -> None:
+    """`ours` equals diffusers' `reference` to RTOL of its scale; a near-constant reference fails (a vacuous pass)."""
+    assert ours.shape == reference.shape
+    assert reference.std() > 0.05, "reference output is degenerate"
+    error, scale = (ours - reference).abs().max().item(), reference.abs().max().item()
+    assert error <= RTOL * scale, f"max error {error:.3g} vs scale {scale:.3g}"
+
+
 # Tiny Wan 2.1 VAE in the release's shape (dim_mult 1, 2, 4, 4 and 2 resnets per level: diffusers' original-layout
 # converter assumes both).
 WAN21_VAE_TINY = dict(
