@@ -144,3 +144,19 @@ def test_models_from_pretrained_of_wan_subfolders(wan_folders, tmp_path, monkeyp
     ours = SoraPipeline.from_pretrained(wan_folders / "t2v")
     ours.transformer.save_pretrained(tmp_path / "ours")  # our own folders still load as before
     assert torch.equal(DiTVideoTransformer3D.from_pretrained(tmp_path / "ours").proj_out.weight, hub.proj_out.weight)
+
+
+def test_a_wan_transformer_given_to_the_constructor_is_converted(wan_folders):
+    """`SoraPipeline(transformer=WanTransformer3DModel(...), ...)`: converted on the same tensors, so the loop (which
+    calls it with a timestep per latent frame) runs it; it failed inside diffusers' model before."""
+    wan = WanPipeline.from_pretrained(wan_folders / "t2v", tokenizer=None, text_encoder=None)
+    ours = SoraPipeline(None, None, wan.transformer, wan.vae, wan.scheduler)
+    assert type(ours.transformer) is DiTVideoTransformer3D and ours.vae is wan.vae  # AutoencoderKLWan runs as it is
+    assert ours.transformer.proj_out.weight.data_ptr() == wan.transformer.proj_out.weight.data_ptr()
+    call = dict(prompt_embeds=torch.randn(1, 7, 16), negative_prompt_embeds=torch.randn(1, 7, 16), height=32, width=48,
+                num_frames=5, num_inference_steps=3, latents=torch.randn(1, 4, 2, 4, 6), output_type="latent")  # fmt: skip
+    for pipe in (ours, wan):
+        pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        expected, got = wan(**call).frames, ours(**call).frames
+    assert (got - expected).abs().max().item() <= RTOL * expected.abs().max().item() and expected.std() > 0.1

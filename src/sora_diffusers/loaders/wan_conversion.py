@@ -322,15 +322,20 @@ def wan_default_size(per_frame_timesteps: bool, two_experts: bool) -> dict:
     return dict(default_height=height, default_width=width, default_num_frames=frames)
 
 
-def convert_wan_pipeline_components(pipe, index: dict) -> list[str]:
-    """In a `SoraPipeline` loaded from a diffusers `WanPipeline` folder, replace the Wan models by this package's
-    (`convert_wan_models`) and set the pipeline's default size to the model's; returns the names replaced."""
+def convert_wan_pipeline_components(pipe, index: dict, passed: set[str] = frozenset()) -> None:
+    """Finish a `SoraPipeline` loaded from a diffusers `WanPipeline` folder: its `AutoencoderKLWan` becomes a
+    `SpacetimeVAE` (`convert_wan_models`; `SoraPipeline.__init__` already converted the Wan transformers),
+    `expand_timesteps` (Wan 2.2 TI2V-5B) becomes the transformers' `per_frame_timesteps`, and the pipeline's default
+    size the model's. Components in `passed` (given to `from_pretrained` by the caller) are left as they are."""
     per_frame = bool(index.get("expand_timesteps"))
-    replaced = convert_wan_models(pipe.components, per_frame, str(pipe.config.get("_name_or_path") or ""))
+    where = str(pipe.config.get("_name_or_path") or "")
+    replaced = convert_wan_models({k: v for k, v in pipe.components.items() if k not in passed}, per_frame, where)
     if replaced:
         pipe.register_modules(**replaced)
-        pipe.register_to_config(**wan_default_size(per_frame, getattr(pipe, "transformer_2", None) is not None))
-    return list(replaced)
+    for name in ("transformer", "transformer_2"):
+        if per_frame and name not in passed and getattr(pipe, name, None) is not None:
+            getattr(pipe, name).register_to_config(per_frame_timesteps=True)
+    pipe.register_to_config(**wan_default_size(per_frame, getattr(pipe, "transformer_2", None) is not None))
 
 
 # ---- writing folders --------------------------------------------------------------------------------------------

@@ -65,10 +65,8 @@ class SoraPipelineLoadingMixin:
         if from_wan:
             from ..loaders.wan_conversion import convert_wan_pipeline_components
 
-            replaced = convert_wan_pipeline_components(pipe, index)
-            logger.info(
-                f"Converted the WanPipeline's {', '.join(replaced)} to this package's models (weights shared)."
-            )
+            convert_wan_pipeline_components(pipe, index, passed=set(kwargs))
+            logger.info("Converted the WanPipeline's models to this package's, on the same tensors.")
         if kwargs.get("device_map") is None:  # with a device map, offloaded weights stay on the meta device
             validation.check_all_weights_loaded(pipe.components, folder, index, component_names)
         return pipe

@@ -121,6 +121,7 @@ class SoraPipeline(SoraPipelineLoadingMixin, DiffusionPipeline, SoraLoraLoaderMi
         for name, value in (("default_height", default_height), ("default_width", default_width),
                             ("default_num_frames", default_num_frames)):  # fmt: skip
             validation.check_int(name, value, 1)
+        transformer, transformer_2 = _own_transformer(transformer), _own_transformer(transformer_2)
         if text_encoder_package is not None:
             # Filled here, not in `from_pretrained`: `DiffusionPipeline.from_pretrained` builds the pipeline with
             # `cls(**components)` and reaches no other method of ours. The encoder runs in the transformer's dtype,
@@ -918,3 +919,13 @@ def _pad_tokens(embeds: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[
     if pad <= 0:
         return embeds, mask
     return torch.nn.functional.pad(embeds, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad))
+
+
+def _own_transformer(model):
+    """diffusers' `WanTransformer3DModel` (Wan 2.1 T2V, Wan 2.2 T2V-A14B) as a `DiTVideoTransformer3D` on the same
+    tensors, which this pipeline's loop can call (timesteps per latent frame); any other model as it is."""
+    if type(model).__name__ != "WanTransformer3DModel":
+        return model
+    from ..loaders.wan_conversion import convert_wan_models
+
+    return convert_wan_models({"transformer": model}, per_frame_timesteps=False)["transformer"]
