@@ -190,7 +190,16 @@ def _loaded_config(cls, owner: str, config, subfolder, hub_kwargs: dict) -> dict
 
 
 class SingleFileMixin:
-    """`from_single_file` for this package's models (see the module's docstring)."""
+    """`from_single_file` for this package's models (see the module's docstring), and their `from_pretrained` of a
+    diffusers Wan model folder; placed before `ModelMixin` in a model's bases."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' `ModelMixin.from_pretrained`; a folder of diffusers' matching Wan model (`WanTransformer3DModel`,
+        `AutoencoderKLWan`: the `transformer` or `vae` subfolder of a `Wan-AI/*-Diffusers` repo) loads too, converted
+        on the same tensors (`from_wan_pretrained`)."""
+        model = from_wan_pretrained(cls, pretrained_model_name_or_path, kwargs)
+        return model if model is not None else super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def from_single_file(

@@ -209,7 +209,7 @@ def _in_grad_mode(stream: Iterator[torch.Tensor], enabled: bool) -> Iterator[tor
 
 
 # Adapted from diffusers 0.42: models/autoencoders/autoencoder_kl_wan.py::AutoencoderKLWan
-class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin, SingleFileMixin):
+class SpacetimeVAE(SingleFileMixin, ModelMixin, AutoencoderMixin, ConfigMixin):
     r"""Causal 3D-convolution video VAE: (B, C, T, H, W) in [-1, 1] <-> latents (B, latent_channels, T', H', W').
 
     Frame 0 is encoded alone, then groups of `temporal_compression_ratio` frames, so T' = 1 + (T - 1) / ratio and an
@@ -249,16 +249,6 @@ class SpacetimeVAE(ModelMixin, AutoencoderMixin, ConfigMixin, SingleFileMixin):
 
     _supports_gradient_checkpointing = True
     _group_offload_block_modules = ["quant_conv", "post_quant_conv", "encoder", "decoder"]
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """diffusers' `ModelMixin.from_pretrained`; a diffusers `AutoencoderKLWan` folder (the `vae` subfolder of a
-        `Wan-AI/*-Diffusers` repo) loads too, converted on the same tensors
-        (`loaders.single_file.from_wan_pretrained`)."""
-        from ..loaders.single_file import from_wan_pretrained
-
-        model = from_wan_pretrained(cls, pretrained_model_name_or_path, kwargs)
-        return model if model is not None else super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @register_to_config
     def __init__(

@@ -108,7 +108,7 @@ def _apply_lora_scale(forward):
     return wrapper
 
 
-class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, SingleFileMixin, CacheMixin, AttentionMixin):
+class DiTVideoTransformer3D(SingleFileMixin, ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin):
     r"""
     Diffusion transformer over spacetime latent patches.
 
@@ -151,16 +151,6 @@ class DiTVideoTransformer3D(ModelMixin, ConfigMixin, PeftAdapterMixin, SingleFil
         "blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)},
         "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
     }
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """diffusers' `ModelMixin.from_pretrained`; a diffusers `WanTransformer3DModel` folder (the `transformer`
-        subfolder of a `Wan-AI/*-Diffusers` repo) loads too, converted on the same tensors
-        (`loaders.single_file.from_wan_pretrained`)."""
-        from ..loaders.single_file import from_wan_pretrained
-
-        model = from_wan_pretrained(cls, pretrained_model_name_or_path, kwargs)
-        return model if model is not None else super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @register_to_config
     def __init__(
