@@ -38,6 +38,10 @@ class FrameCondition:
     strength: float = 1.0
     name: str | None = None
 
+    def display_name(self, index: int) -> str:
+        """What errors call these frames: `name` (`image`, `video`, ...) or `conditions[index].frames`."""
+        return self.name or f"conditions[{index}].frames"
+
 
 @dataclass
 class LatentCondition:

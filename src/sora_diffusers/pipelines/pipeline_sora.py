@@ -14,7 +14,6 @@ from diffusers.models import AutoencoderKLWan
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging
-from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -26,42 +25,37 @@ from . import validation
 from .canvas import GenerationCanvas, generation_canvas
 from .conditioning import (
     FrameCondition,
-    GivenFrames,
-    LatentCondition,
-    align_condition,
     build_condition,
-    encode_clip,
     impose_condition,
     keep_given_frames,
-    latent_stats,
     nearest_valid_num_frames,
     num_latent_frames,
 )
-from .inputs import (
-    _check_clip_batch,
-    _num_prompts,
-    _video_length,
-    check_frames_type,
-    exact_size_processor,
-    frames_to_tensor,
-)
+from .frames import SoraFramesMixin
+from .inputs import _check_clip_batch, _num_prompts, _video_length, check_frames_type
 from .loading import SoraPipelineLoadingMixin
 from .pipeline_output import SoraPipelineOutput
 from .safety import SafetyHooksMixin
 from .text_encoder_package import TEXT_COMPONENTS, load_text_components
+from .text_encoding import SoraTextEncodingMixin
 
 
 logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
-# Upper bound on text tokens when the tokenizer reports no usable `model_max_length` (UMT5's context, as Wan uses).
-DEFAULT_MAX_SEQUENCE_LENGTH = 512
 # diffusers' caches that keep one state for the whole transformer (not one per `cache_context`): guidance is then
 # one batched call, unconditional half first (`_predict`)
 ONE_STATE_CACHES = (PyramidAttentionBroadcastConfig, FasterCacheConfig)
 
 
-class SoraPipeline(SoraPipelineLoadingMixin, DiffusionPipeline, SoraLoraLoaderMixin, SafetyHooksMixin):
+class SoraPipeline(
+    SoraPipelineLoadingMixin,
+    DiffusionPipeline,
+    SoraTextEncodingMixin,
+    SoraFramesMixin,
+    SoraLoraLoaderMixin,
+    SafetyHooksMixin,
+):
     r"""
     Text-to-video generation with `DiTVideoTransformer3D` and `SpacetimeVAE`, conditioned on any images or clips.
 
@@ -185,97 +179,6 @@ class SoraPipeline(SoraPipelineLoadingMixin, DiffusionPipeline, SoraLoraLoaderMi
     def interrupt(self) -> bool:
         """Set `pipe._interrupt = True` from a step-end callback to stop denoising early."""
         return self._interrupt
-
-    # ---- text ----------------------------------------------------------------------------------------------------
-
-    def _encode_text(
-        self, prompt: list[str], max_sequence_length: int, device: torch.device, dtype: torch.dtype
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokenise (pad to the longest prompt, truncate with a warning) and encode; returns (B, L, D) and mask (B, L)."""
-        inputs = self.tokenizer(
-            prompt,
-            padding="longest",
-            max_length=max_sequence_length,
-            truncation=True,
-            add_special_tokens=True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
-        full_length = self.tokenizer(prompt, padding="longest", return_tensors="pt").input_ids.shape[-1]
-        if full_length > inputs.input_ids.shape[-1]:
-            logger.warning(
-                f"A prompt is longer than `max_sequence_length`={max_sequence_length} tokens and was truncated "
-                f"({full_length} tokens)."
-            )
-        mask = inputs.attention_mask.to(device)
-        hidden = self.text_encoder(inputs.input_ids.to(device), attention_mask=mask).last_hidden_state
-        # zeros at padded tokens (as Wan's encode_prompt): a prompt's embeddings do not depend on its batch mates,
-        # and `_pad_tokens` pads with zeros too
-        hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
-        return hidden.to(dtype), mask
-
-    def encode_prompt(
-        self,
-        prompt: str | list[str],
-        negative_prompt: str | list[str] | None = None,
-        do_classifier_free_guidance: bool = True,
-        num_videos_per_prompt: int = 1,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        prompt_attention_mask: torch.Tensor | None = None,
-        negative_prompt_attention_mask: torch.Tensor | None = None,
-        max_sequence_length: int | None = None,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Text hidden states and padding masks for the prompts (and the negative prompts under guidance).
-
-        Returns:
-            prompt_embeds (B*n, L, D), prompt_attention_mask (B*n, L), and the same two for the negative prompts
-            (padded to the same L) or `None` without guidance.
-        """
-        needs_encoder = prompt_embeds is None or (do_classifier_free_guidance and negative_prompt_embeds is None)
-        if needs_encoder and (self.text_encoder is None or self.tokenizer is None):
-            missing = " and ".join(f"`{name}`" for name in TEXT_COMPONENTS if getattr(self, name) is None)
-            raise ValueError(
-                f"This pipeline has no {missing} (None), so it cannot encode "
-                f"{'`prompt`' if prompt_embeds is None else 'the negative prompt for guidance'}. Pass `prompt_embeds` "
-                "(and `negative_prompt_embeds` when `guidance_scale` > 1), or a `text_encoder` and `tokenizer` "
-                "(`SoraPipeline.from_pretrained(path, text_encoder=..., tokenizer=...)`)."
-            )
-        device = device or self._execution_device
-        dtype = dtype or (self.text_encoder.dtype if self.text_encoder is not None else self.transformer.dtype)
-        if max_sequence_length is None:  # not `or`: 0 is an error (`check_inputs`), not the default
-            max_sequence_length = _tokenizer_max_length(self.tokenizer)
-        if prompt_embeds is None:
-            prompt = [prompt] if isinstance(prompt, str) else list(prompt)
-            prompt_embeds, prompt_attention_mask = self._encode_text(prompt, max_sequence_length, device, dtype)
-        elif prompt_attention_mask is None:
-            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.long, device=device)
-        batch_size = prompt_embeds.shape[0]
-
-        if do_classifier_free_guidance and negative_prompt_embeds is None:
-            negative_prompt = negative_prompt or ""
-            negative_prompt = batch_size * [negative_prompt] if isinstance(negative_prompt, str) else negative_prompt
-            negative_prompt_embeds, negative_prompt_attention_mask = self._encode_text(
-                list(negative_prompt), max_sequence_length, device, dtype
-            )
-        elif do_classifier_free_guidance and negative_prompt_attention_mask is None:
-            negative_prompt_attention_mask = torch.ones(
-                negative_prompt_embeds.shape[:2], dtype=torch.long, device=device
-            )
-
-        if negative_prompt_embeds is not None:
-            length = max(prompt_embeds.shape[1], negative_prompt_embeds.shape[1])
-            prompt_embeds, prompt_attention_mask = _pad_tokens(prompt_embeds, prompt_attention_mask, length)
-            negative_prompt_embeds, negative_prompt_attention_mask = _pad_tokens(
-                negative_prompt_embeds, negative_prompt_attention_mask, length
-            )
-            negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_videos_per_prompt, dim=0)
-            negative_prompt_attention_mask = negative_prompt_attention_mask.repeat_interleave(num_videos_per_prompt, 0)
-        prompt_embeds = prompt_embeds.repeat_interleave(num_videos_per_prompt, dim=0)
-        prompt_attention_mask = prompt_attention_mask.repeat_interleave(num_videos_per_prompt, dim=0)
-        return prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
 
     # ---- input checks --------------------------------------------------------------------------------------------
 
@@ -402,9 +305,9 @@ class SoraPipeline(SoraPipelineLoadingMixin, DiffusionPipeline, SoraLoraLoaderMi
                     f"`conditions[{i}].frame_index` {cond.frame_index} is outside the output video of {num_frames} "
                     f"frames (allowed: {-num_frames} .. {num_frames - 1})."
                 )
-            check_frames_type(cond.frames, _frames_name(cond, i))
+            check_frames_type(cond.frames, cond.display_name(i))
             if isinstance(cond.frames, (str, os.PathLike)) and not os.path.isfile(cond.frames):
-                raise ValueError(f"`{_frames_name(cond, i)}`: cannot read {str(cond.frames)!r} (no such file).")
+                raise ValueError(f"`{cond.display_name(i)}`: cannot read {str(cond.frames)!r} (no such file).")
         unknown = set(callback_on_step_end_tensor_inputs or []) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(
@@ -433,120 +336,6 @@ class SoraPipeline(SoraPipelineLoadingMixin, DiffusionPipeline, SoraLoraLoaderMi
             self.vae_scale_factor_temporal,
             patch_t,
         )
-
-    # ---- pixels <-> latents --------------------------------------------------------------------------------------
-
-    def preprocess_frames(self, frames: Any, height: int, width: int, name: str = "frames") -> torch.Tensor:
-        """Any image, clip or file path -> (B, 3, T, height, width) in [-1, 1] (formats: `inputs.frames_to_tensor`),
-        resized to exactly `height` x `width`, whatever multiple the VAE needs."""
-        return frames_to_tensor(frames, exact_size_processor(), height, width, name)
-
-    def encode_video(self, video: torch.Tensor, generator=None, sample: bool = False) -> torch.Tensor:
-        """(B, 3, T, H, W) pixels -> normalised latents (B, C, T', H', W') (posterior mode unless `sample`)."""
-        return encode_clip(self.vae, video.to(device=self._execution_device), generator=generator, sample=sample)
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents -> (B, 3, T, H, W) pixels in [-1, 1], with a progress bar counted in frames."""
-        mean, std = latent_stats(self.vae, latents)
-        latents = (latents * std + mean).to(self.vae.dtype)
-        num_frames = 1 + (latents.shape[2] - 1) * self.vae_scale_factor_temporal
-        with self._frames_progress_bar(num_frames, "Decoding") as progress_bar:
-            if not hasattr(self.vae, "decode_frames"):  # diffusers' AutoencoderKLWan: one call, one update
-                video = self.vae.decode(latents, return_dict=False)[0]
-                progress_bar.update(video.shape[2])
-                return video
-            # The VAE's own temporal chunks (`enable_temporal_chunking`), streamed: the frames are `decode`'s exactly.
-            chunk = self.vae.num_latent_frames_per_chunk or latents.shape[2]
-            video, done = None, 0
-            for frames in self.vae.decode_frames(latents, num_latent_frames=chunk):  # (B, 3, t, H, W) blocks
-                if video is None:
-                    video = frames.new_empty(*frames.shape[:2], num_frames, *frames.shape[3:])  # (B, 3, T, H, W)
-                video[:, :, done : done + frames.shape[2]] = frames
-                done += frames.shape[2]
-                progress_bar.update(frames.shape[2])
-            return video
-
-    def _frames_progress_bar(self, total: int, desc: str):
-        """`self.progress_bar` (so `set_progress_bar_config` applies, `disable=True` included), named and counted in
-        frames."""
-        config = getattr(self, "_progress_bar_config", {})
-        self._progress_bar_config = {"desc": desc, "unit": "frame", **config}  # the user's settings win
-        try:
-            return self.progress_bar(total=total)
-        finally:
-            self._progress_bar_config = config
-
-    def _encode_conditions(
-        self, prepared: list[tuple], conditions: list[FrameCondition], batch_size: int
-    ) -> list[LatentCondition]:
-        """`encode_condition` on every clip from `_prepare_condition`, with a progress bar counted in frames."""
-        if not prepared:
-            return []
-        encoded = []
-        with self._frames_progress_bar(sum(clip.shape[2] for clip, *_ in prepared), "Encoding conditions") as bar:
-            for (clip, latent_index, video_start, *_), condition in zip(prepared, conditions):
-                encoded.append(self.encode_condition(clip, latent_index, video_start, condition.strength, batch_size))
-                bar.update(clip.shape[2])
-        return encoded
-
-    def prepare_condition(
-        self, condition: FrameCondition, num_frames: int, height: int, width: int, index: int = 0
-    ) -> tuple[torch.Tensor, int, bool]:
-        """Load a `FrameCondition` and cut it to the VAE's causal frame groups (no model work, so it fails early).
-
-        Returns:
-            the pixels to encode (B_c, 3, T_c, H, W) at the generation size (`generation_canvas`; `height` x `width`
-            when the model takes it directly), the latent frame they start at, and whether they start the video (see
-            `align_condition`).
-        """
-        canvas = self.generation_canvas(height, width, num_frames)
-        return self._prepare_condition(condition, canvas, index)[:3]
-
-    def _prepare_condition(
-        self, condition: FrameCondition, canvas: GenerationCanvas, index: int
-    ) -> tuple[torch.Tensor, int, bool, GivenFrames]:
-        """`prepare_condition`, plus the condition's pixels at the requested size and the output frame they start at
-        (what the output shows for a strength-1 condition)."""
-        frames = self.preprocess_frames(
-            condition.frames, canvas.height, canvas.width, name=_frames_name(condition, index)
-        )
-        # a negative index counts from the end of the requested video, whose last frame the clip then ends on (the
-        # frames generated past it to reach a valid count are dropped)
-        start = condition.frame_index + canvas.num_frames if condition.frame_index < 0 else condition.frame_index
-        try:
-            if not 0 <= start < canvas.num_frames:
-                raise ValueError(
-                    f"`frame_index` {condition.frame_index} is outside the output video of {canvas.num_frames} "
-                    f"frames (allowed: {-canvas.num_frames} .. {canvas.num_frames - 1})."
-                )
-            first, used, latent_index, video_start = align_condition(
-                start, frames.shape[2], canvas.generation_num_frames, self.vae_scale_factor_temporal
-            )
-        except ValueError as error:
-            resolved = condition.frame_index < 0 <= start
-            where = f" (`frame_index` {condition.frame_index} is frame {start})" if resolved else ""
-            raise ValueError(f"`{condition.name or f'conditions[{index}]'}`{where}: {error}") from error
-        clip = canvas.pad_space(frames[:, :, first : first + used])
-        return clip, latent_index, video_start, GivenFrames(frames, start, condition.strength)
-
-    def encode_condition(
-        self, clip: torch.Tensor, latent_index: int, video_start: bool, strength: float, batch_size: int
-    ) -> LatentCondition:
-        """Pixels from `prepare_condition` -> `LatentCondition` for a batch of `batch_size` videos."""
-        clip = clip.to(device=self._execution_device)
-        latents = encode_clip(self.vae, clip, 0 if video_start else latent_index, self.vae_scale_factor_temporal)
-        return LatentCondition(
-            latents.repeat_interleave(batch_size // latents.shape[0], dim=0), latent_index, strength
-        )
-
-    def prepare_latents(self, shape, dtype, device, generator, latents: torch.Tensor | None = None) -> torch.Tensor:
-        if latents is not None:
-            if tuple(latents.shape) != tuple(shape):
-                raise ValueError(f"`latents` must have shape {tuple(shape)}, got {tuple(latents.shape)}.")
-            return latents.to(device=device, dtype=dtype)
-        if isinstance(generator, list) and len(generator) != shape[0]:
-            raise ValueError(f"Got {len(generator)} generators for a batch of {shape[0]} videos; give one per video.")
-        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
     # ---- the denoising loop --------------------------------------------------------------------------------------
 
@@ -666,7 +455,7 @@ class SoraPipeline(SoraPipelineLoadingMixin, DiffusionPipeline, SoraLoraLoaderMi
             source = canvas.pad_time(canvas.pad_space(source))
         prepared = [self._prepare_condition(c, canvas, i) for i, c in enumerate(conditions or [])]
         for i, ((clip, _, _, _), condition) in enumerate(zip(prepared, conditions or [])):
-            _check_clip_batch(clip, num_prompts, _frames_name(condition, i))
+            _check_clip_batch(clip, num_prompts, condition.display_name(i))
 
         # 2. Encode the prompts
         prompt_embeds, prompt_mask, negative_prompt_embeds, negative_mask = self.encode_prompt(
@@ -895,30 +684,12 @@ class SoraPipeline(SoraPipelineLoadingMixin, DiffusionPipeline, SoraLoraLoaderMi
 # ---- helpers --------------------------------------------------------------------------------------------------------
 
 
-def _frames_name(condition: FrameCondition, index: int) -> str:
-    """What errors call a condition's frames: its `name` (`image`, `video`, ...) or `conditions[i].frames`."""
-    return condition.name or f"conditions[{index}].frames"
-
-
 def _vae_ratio(vae, kind: str) -> int:
     """Compression ratio of our `SpacetimeVAE` (property) or diffusers' `AutoencoderKLWan` (config)."""
     if vae is None:
         return 4 if kind == "temporal" else 8
     ratio = getattr(vae, f"{kind}_compression_ratio", None)
     return int(ratio if ratio is not None else getattr(vae.config, f"scale_factor_{kind}"))
-
-
-def _tokenizer_max_length(tokenizer) -> int:
-    length = getattr(tokenizer, "model_max_length", None)
-    return length if isinstance(length, int) and 0 < length <= 100_000 else DEFAULT_MAX_SEQUENCE_LENGTH
-
-
-def _pad_tokens(embeds: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad (B, L, D) embeddings and their (B, L) mask to `length` tokens."""
-    pad = length - embeds.shape[1]
-    if pad <= 0:
-        return embeds, mask
-    return torch.nn.functional.pad(embeds, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad))
 
 
 def _own_transformer(model):
