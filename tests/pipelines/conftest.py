@@ -31,9 +31,13 @@ TINY_VAE_CONFIG = dict(
 SCHEDULER_SHIFT = 3.0
 
 
-def tiny_text_encoder(vocab_size: int) -> BertModel:
+def tiny_text_encoder(vocab_size: int, hidden_size: int = TEXT_DIM) -> BertModel:
     config = BertConfig(
-        vocab_size=vocab_size, hidden_size=TEXT_DIM, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
     )
     return BertModel(config).eval()
 

@@ -30,7 +30,7 @@ from ..bad_files import (
     write_png16,
     write_png_bomb,
 )
-from .conftest import HEIGHT, WIDTH, random_clip, seed
+from .conftest import HEIGHT, TEXT_DIM, WIDTH, random_clip, seed, tiny_text_encoder
 
 
 STEPS = 2
@@ -149,6 +149,17 @@ VALUE_ERRORS = {
         dict(prompt_embeds=torch.zeros(1, 4, 16), negative_prompt_embeds=torch.full((1, 4, 16), math.inf)),
         r"`negative_prompt_embeds` holds NaN or infinite values",
     ),
+    "prompt_embeds of another width": (
+        T2V,
+        dict(prompt_embeds=torch.zeros(1, 4, TEXT_DIM + 3), guidance_scale=1.0),
+        rf"`prompt_embeds` are {TEXT_DIM + 3} wide, but the transformer takes text {TEXT_DIM} wide "
+        r"\(`transformer.config.text_dim`\)",
+    ),
+    "negative_prompt_embeds of another width": (
+        T2V,
+        dict(prompt_embeds=torch.zeros(1, 4, TEXT_DIM), negative_prompt_embeds=torch.zeros(1, 4, 2 * TEXT_DIM)),
+        rf"`negative_prompt_embeds` are {2 * TEXT_DIM} wide, but the transformer takes text {TEXT_DIM} wide",
+    ),
     "prompt_embeds 2-D": (
         T2V,
         dict(prompt_embeds=torch.zeros(4, 16), guidance_scale=1.0),
@@ -216,6 +227,30 @@ def test_bad_values_are_value_errors_naming_the_argument(make_pipe, forbid_model
     pipeline_class, kwargs, match = VALUE_ERRORS[case]
     with pytest.raises(ValueError, match=match):
         run(make_pipe(pipeline_class), **kwargs)
+
+
+def test_a_text_encoder_of_another_width_is_refused_before_it_runs(make_pipe, forbid_model_work, components):
+    """A text encoder from another model (a folder saved without its own, filled from a package) is named, with both
+    widths, before the prompts are encoded; the transformer alone would refuse the text only at its first step."""
+    wide = tiny_text_encoder(components["tokenizer"].vocab_size, hidden_size=2 * TEXT_DIM)
+    wide.register_forward_pre_hook(lambda *_: pytest.fail("the text encoder ran before the mismatch was refused"))
+    pipe = make_pipe(text_encoder=wide)
+    message = (
+        rf"`text_encoder` \(BertModel\) gives hidden states {2 * TEXT_DIM} wide, but the transformer takes text "
+        rf"{TEXT_DIM} wide"
+    )
+    with pytest.raises(ValueError, match=message):
+        run(pipe)
+    with pytest.raises(ValueError, match=message):  # guidance encodes the negative prompt with it
+        run(pipe, prompt_embeds=torch.zeros(1, 4, TEXT_DIM), guidance_scale=5.0)
+
+
+def test_text_embeddings_of_the_right_width_run_whatever_the_text_encoder(make_pipe, components):
+    wide = tiny_text_encoder(components["tokenizer"].vocab_size, hidden_size=2 * TEXT_DIM)
+    embeds = torch.randn(1, 4, TEXT_DIM, generator=seed(1))
+    frames = run(make_pipe(text_encoder=wide), prompt_embeds=embeds, negative_prompt_embeds=embeds)
+    assert frames.shape == (1, 9, 3, HEIGHT, WIDTH)
+    assert torch.isfinite(frames).all()
 
 
 @pytest.mark.parametrize("name", ["default_height", "default_width", "default_num_frames"])

@@ -278,6 +278,12 @@ class SoraPipeline(
         # finite: `inf` turned every latent into NaN (a black video) and `nan` silently switched guidance off
         validation.check_number("guidance_scale", guidance_scale, 0.0, validation.MAX_GUIDANCE_SCALE)
         validation.check_number("strength", strength, 0.0, 1.0)
+        validation.check_text_width(
+            self.text_encoder,
+            getattr(self.transformer.config, "text_dim", None),
+            {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds},
+            encodes=prompt_embeds is None or (guidance_scale > 1.0 and negative_prompt_embeds is None),
+        )
         if max_sequence_length is not None:
             # an absolute position table (BERT, CLIP) ends at max_position_embeddings; T5's relative positions do not
             positions = getattr(getattr(self.text_encoder, "config", None), "max_position_embeddings", None)

@@ -139,6 +139,37 @@ def check_tensor(name: str, tensor: Any, ndim: int | None = None) -> None:
         raise ValueError(f"`{name}` holds NaN or infinite values.")
 
 
+def check_text_width(
+    text_encoder, text_dim: int | None, embeds: dict[str, torch.Tensor | None], encodes: bool
+) -> None:
+    """The text the transformer is given must be as wide as its `text_dim`: `prompt_embeds` and
+    `negative_prompt_embeds` (in `embeds`), and, when the pipeline `encodes` prompts, the text encoder's hidden size.
+
+    Checked before any model work: the transformer would otherwise refuse the text only at its first step, after the
+    prompts and conditions were encoded, and name `encoder_hidden_states` rather than the mismatched component.
+
+    Raises:
+        ValueError: a width that differs from `text_dim`, naming both.
+    """
+    if not isinstance(text_dim, int):  # a transformer that does not say (another model class)
+        return
+    for name, tensor in embeds.items():
+        if tensor is not None and tensor.shape[-1] != text_dim:
+            raise ValueError(
+                f"`{name}` are {tensor.shape[-1]} wide, but the transformer takes text {text_dim} wide "
+                "(`transformer.config.text_dim`): encode them with the text encoder this transformer was trained with."
+            )
+    config = getattr(text_encoder, "config", None)
+    width = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+    if encodes and isinstance(width, int) and width != text_dim:
+        raise ValueError(
+            f"`text_encoder` ({type(text_encoder).__name__}) gives hidden states {width} wide, but the transformer takes "
+            f"text {text_dim} wide (`transformer.config.text_dim`): they come from different models. Load the pipeline "
+            "with the text encoder and tokenizer its transformer was trained with (`from_pretrained(path, "
+            "text_encoder=..., tokenizer=...)`), or pass `prompt_embeds` from it."
+        )
+
+
 # ---- frames ---------------------------------------------------------------------------------------------------------
 
 
