@@ -34,6 +34,8 @@ Tasks, on N = 1 + r*k frames (r: the VAE's temporal ratio) with seam s = 1 + r*f
 - t2v_held_out: the same label phrased in words no caption uses (`data.captions.held_out_caption`: "a scarlet orb
   heads east on a black background"); the target is the adherence gap to t2v.
 - image: one frame (`num_frames=1`) of "a COLOUR SHAPE on a BACKGROUND background"; colour and shape right.
+  `--image_num_frames N` scores frame 0 of an N-frame generation instead (a probe: is one frame outside the lengths
+  the model trained on?); the one-frame target is read at N = 1 only.
 - i2v: frame 0 of the rendered scene + the caption. First-frame PSNR against that image; share of motion_correct;
   appearance kept: min(permanence, share of judged frames that read as the scene's shape).
 - extend_forward: rendered frames 0 .. s-1 are given, the model generates frames s .. N-1.
@@ -193,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--height", type=_positive_int, help="default: the pipeline's default_height")
     sampling.add_argument("--width", type=_positive_int, help="default: the pipeline's default_width")
     sampling.add_argument("--num_frames", type=_positive_int, help="default: the pipeline's default_num_frames")
+    sampling.add_argument(
+        "--image_num_frames", type=_positive_int, default=1, help="image task: frames generated, frame 0 scored (1)"
+    )
     scenes = parser.add_argument_group("held-out scenes")
     scenes.add_argument("--objects", choices=OBJECT_COUNTS, default="one", help="one object, or 1-2 as sampled")
     scenes.add_argument("--motions", choices=MOTION_SETS, default="directional", help="8 compass directions, or all")
@@ -368,9 +373,9 @@ def generate(task: str, pipes: dict, scene: dict, seam: int, generator, sampling
         output = pipes["t2v"](
             held_out_caption(**label, background=_background_name(scene)), generator=generator, **sampling
         )
-    elif task == "image":
+    elif task == "image":  # `sampling` holds the image's frame count (`RunConfig.image_num_frames`); frame 0 scored
         prompt = f"{'an' if label['color'][0] in 'aeiou' else 'a'} {label['color']} {label['shape']} on a {_background_name(scene)} background"
-        output = pipes["t2v"](prompt, generator=generator, **{**sampling, "num_frames": 1})
+        return pipes["t2v"](prompt, generator=generator, **sampling).frames[0][:1]
     elif task == "i2v":
         output = pipes["i2v"](PIL.Image.fromarray(rendered[0]), caption, generator=generator, **decoded, **sampling)
     elif task == "connect":
@@ -413,6 +418,7 @@ class RunConfig:
     video_dir: Path | None = None
     num_saved_videos: int = 0
     video_suffix: str = ".mp4"
+    image_num_frames: int = 1  # the image task generates this many frames and scores frame 0
 
 
 def run_task(task: str, pipes: dict, scenes: list[dict], config: RunConfig) -> dict:
@@ -422,7 +428,8 @@ def run_task(task: str, pipes: dict, scenes: list[dict], config: RunConfig) -> d
     for index, scene in enumerate(tqdm(scenes, desc=task, unit="clip")):
         generator = torch.Generator(config.device).manual_seed(scene["seed"])
         seam = config.connect_length if task in ("loop", "connect") else config.seam
-        video = generate(task, pipes, scene, seam, generator, config.generation)
+        generation = {**config.generation, "num_frames": config.image_num_frames} if task == "image" else None
+        video = generate(task, pipes, scene, seam, generator, generation or config.generation)
         record = {key: scene[key] for key in ("index", "seed", "prompt", "label", "spec")}
         if task in EXTENSION_TASKS:
             record["seam_index"] = seam
@@ -491,7 +498,16 @@ def target_rows(results: dict) -> list[dict]:
         if target.task in tasks and target.metric in tasks[target.task]["metrics"]:
             task = tasks[target.task]
             value, truth = task["metrics"][target.metric], task["ground_truth"].get(target.metric)
-            rows.append(_row(target, value, truth))
+            row = _row(target, value, truth)
+            frames = results.get("settings", {}).get("image_num_frames", 1)
+            if target.task == "image" and frames != 1:  # a probe, not the one-frame target
+                row = {
+                    **row,
+                    "description": f"frame 0 of {frames}: colour and shape right",
+                    "target": "-",
+                    "met": None,
+                }
+            rows.append(row)
     if "t2v" in tasks and "t2v_held_out" in tasks:  # the gap by part: adherence 0 in both would hide it
         for metric, what in (("color_accuracy", "colour"), ("motion_accuracy", "direction")):
             info = Target(
@@ -618,6 +634,7 @@ def settings_record(args, size: dict[str, int], seam: int) -> dict:
         "motions": args.motions,
         "occluder": args.occluder,
         "seam_index": seam,
+        "image_num_frames": args.image_num_frames,
         "device": args.device,
         "dtype": args.dtype,
     }
@@ -649,6 +666,7 @@ def main(argv: list[str] | None = None) -> dict:
         video_dir=output_dir / "videos" if output_dir else None,
         num_saved_videos=args.num_saved_videos,
         video_suffix=_video_suffix(),
+        image_num_frames=args.image_num_frames,
     )
     if config.video_dir:
         config.video_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ The pipeline is saved the way the embedded default model is: without tokenizer a
 VAE are tiny and random, so the scores are low but must still be well-formed, in range and reproducible.
 """
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -158,10 +159,37 @@ def test_demo_timing(model_dir):
     assert results["targets"][-1]["task"] == "demo"
 
 
+def test_image_probe_scores_frame_0_of_a_longer_generation(model_dir, monkeypatch):
+    """`--image_num_frames 9`: each image prompt is generated as 9 frames and frame 0 is scored; the row is a probe,
+    not the one-frame target."""
+    calls = []
+    call = SoraPipeline.__call__
+
+    @functools.wraps(call)  # the script reads the call's defaults from its signature
+    def spy(pipe, *args, **kwargs):
+        calls.append(kwargs.get("num_frames"))
+        return call(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(SoraPipeline, "__call__", spy)
+    results = run(model_dir, "--tasks", "image", "--num_clips", "2", "--image_num_frames", "9")
+    assert calls == [9, 9]
+    assert results["settings"]["image_num_frames"] == 9
+    assert [clip["generated"]["report"]["num_frames"] for clip in results["tasks"]["image"]["clips"]] == [1, 1]
+    (row,) = results["targets"]
+    assert (row["task"], row["met"], row["target"]) == ("image", None, "-")
+    assert row["description"] == "frame 0 of 9: colour and shape right"
+
+    calls.clear()
+    default = run(model_dir, "--tasks", "image", "--num_clips", "1")
+    assert calls == [1] and default["settings"]["image_num_frames"] == 1
+    assert default["targets"][0]["met"] is not None  # the one-frame target
+
+
 @pytest.mark.parametrize(
     "flags, error, match",
     [
         (["--num_clips", "0"], SystemExit, None),
+        (["--image_num_frames", "0"], SystemExit, None),
         (["--guidance_scale", "-1"], SystemExit, None),
         (["--tasks", "t2v", "sideways"], SystemExit, None),
         (["--num_frames", "13"], ValueError, r"--num_frames must be at least 17 for the tasks \['connect', 'ext"),
