@@ -8,6 +8,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..pipelines.conditioning import FrameCondition
@@ -60,6 +61,11 @@ def add_flow_matching_arguments(p: argparse.ArgumentParser) -> argparse._Argumen
     flow.add_argument("--loss_weighting", choices=LOSS_WEIGHTING_SCHEMES, default="none")
     flow.add_argument("--caption_dropout", type=float, default=0.1, help="share of empty captions (for CFG)")
     flow.add_argument(
+        "--image_prob", type=float, default=0.0,
+        help="share of batches trained as images: latent frame 0 alone (a causal VAE encodes frame 0 by itself), so "
+        "the model also learns one-frame generation",
+    )  # fmt: skip
+    flow.add_argument(
         "--condition_probs", type=float, nargs=len(CONDITION_MODES), metavar="P",
         default=[DEFAULT_CONDITION_PROBS[m] for m in CONDITION_MODES], help=f"probabilities of {CONDITION_MODES}",
     )  # fmt: skip
@@ -91,6 +97,8 @@ def check_flow_matching_args(args: argparse.Namespace) -> None:
     """
     if not 0.0 <= args.caption_dropout <= 1.0:
         raise ValueError(f"--caption_dropout must be in [0, 1], got {args.caption_dropout}")
+    if not 0.0 <= args.image_prob <= 1.0:
+        raise ValueError(f"--image_prob must be in [0, 1], got {args.image_prob}")
     args.condition_probs = normalize_condition_probs(args.condition_probs)
 
 
@@ -159,15 +167,22 @@ def frame_conditioning_step(
 ) -> Callable[[dict, int], dict[str, torch.Tensor]]:
     """The `step_fn` of `Trainer.train` for a text-to-video transformer: per sample a conditioning mode is drawn
     (`--condition_probs`), its latent frames enter clean (sigma 0, timestep 0 with `per_frame_timesteps`) and are left
-    out of the loss; the rest is noised and the velocity predicted. All draws come from the micro-batch's own stream
+    out of the loss; the rest is noised and the velocity predicted. A share `--image_prob` of the batches is trained
+    as images instead: latent frame 0 alone, unconditioned. All draws come from the micro-batch's own stream
     (`Trainer.micro_batch_rng`), so a resumed run continues exactly."""
     device = trainer.device
+    unconditioned = np.eye(len(CONDITION_MODES))[0]  # "none" only
 
     def step_fn(batch: dict, step: int) -> dict[str, torch.Tensor]:
         rng = trainer.micro_batch_rng()
         generator = step_generator(rng, device)
+        # drawn only when asked for, so runs without images keep their random stream
+        image = args.image_prob > 0 and rng.random() < args.image_prob
         with torch.no_grad():
-            x0, masks = conditioned_latents(batch, vae, rng, args.condition_probs)  # (B, C, T', H', W'), (B, T')
+            probs = unconditioned if image else args.condition_probs
+            x0, masks = conditioned_latents(batch, vae, rng, probs)  # (B, C, T', H', W'), (B, T')
+            if image:  # the causal VAE's latent frame 0 encodes frame 0 alone: the clip's first frame as an image
+                x0, masks = x0[:, :, :1], masks[:, :1]
             captions = captions_with_dropout(batch["caption"], rng, args.caption_dropout)
             text, text_mask = encode_prompts(captions)
         sigmas = sample_sigmas(
