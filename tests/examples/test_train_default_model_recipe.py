@@ -71,6 +71,18 @@ def test_vae_channels_reaches_the_vae_and_nothing_else(tmp_path):
     assert len(lines) == 9 and all("--latent_channels" not in line for line in lines[2:])
 
 
+def test_dit_image_prob_reaches_every_dit_phase_and_no_vae_command(tmp_path):
+    default = commands(tmp_path, STAGES="vae dit decoder")
+    assert [parsed(line).image_prob for line in default[2:9]] == [0.0] * 7
+    lines = commands(tmp_path, DIT_IMAGE_PROB="0.1", STAGES="vae dit decoder")
+    assert [parsed(line).image_prob for line in lines[2:9]] == [0.1] * 7
+    vae_commands = lines[:2] + lines[9:]
+    assert [parsed(line).image_prob for line in vae_commands] == [
+        parsed(line).image_prob for line in default[:2] + default[9:]
+    ]
+    assert all("--image_prob" not in line for line in vae_commands)  # the VAE keeps its own default
+
+
 def test_stages_pick_the_commands(tmp_path):
     lines = commands(tmp_path, STAGES="export eval")
     assert [line[1] for line in lines] == ["examples/export_default_model.py", "benchmarks/eval_default_model.py"]
