@@ -119,6 +119,8 @@ class SoraFramesMixin:
         )
 
     def prepare_latents(self, shape, dtype, device, generator, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """The starting noise of `shape` (B, C, T', H', W'), drawn from `generator` (one per video, or one for all),
+        or the `latents` given, which must have that shape."""
         if latents is not None:
             if tuple(latents.shape) != tuple(shape):
                 raise ValueError(f"`latents` must have shape {tuple(shape)}, got {tuple(latents.shape)}.")
