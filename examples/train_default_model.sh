@@ -8,6 +8,7 @@
 #   VAE_SPACE=8 bash examples/train_default_model.sh  # an 8x-space VAE, and a 1x4x4 DiT patch on the CPU profile
 #   VAE_CHANNELS=48 bash examples/train_default_model.sh  # 48 latent channels (Wan 2.2 TI2V's), 16 by default
 #   DIT_IMAGE_PROB=0.1 bash examples/train_default_model.sh  # a share of the DiT's batches as images, 0 by default
+#   DIT_HEADS=6 DIT_LAYERS=4 bash examples/train_default_model.sh  # a DiT 6 x 64 = 384 wide, 4 layers (4 x 64, 6)
 #   DRY_RUN=1 bash examples/train_default_model.sh   # print each stage's commands instead of running them
 #
 # Stages: vae (train_vae.py), dit (latent cache + train_text_to_video.py), decoder (train_vae.py fine-tuning the VAE's
@@ -55,6 +56,11 @@ VAE_CHANNELS=${VAE_CHANNELS:-16}
 # draws one frame's colour right 0.46 of the time against 0.92 at frame 0 of a 9-frame clip (examples/README.md); off
 # until a run has measured it.
 DIT_IMAGE_PROB=${DIT_IMAGE_PROB:-0}
+# The DiT's size: DIT_HEADS heads of 64 (its width), feed-forward 4x the width, DIT_LAYERS blocks. v1.6: 4 and 6.
+DIT_HEADS=${DIT_HEADS:-4} DIT_LAYERS=${DIT_LAYERS:-6}
+for knob in DIT_HEADS DIT_LAYERS; do
+  [[ "${!knob}" =~ ^[1-9][0-9]*$ ]] || { echo "$knob must be a positive integer, got '${!knob}'" >&2; exit 2; }
+done
 run() {  # a stage's command, or with DRY_RUN=1 the command printed (shell-quoted) instead
   if [[ -n "${DRY_RUN:-}" ]]; then printf '%q ' "$@" | sed 's/ $//'; echo; else "$@"; fi
 }
@@ -78,8 +84,9 @@ for stage in $STAGES; do
       run python examples/train_vae.py "${VAE_ARGS[@]}" --num_frames 17 33 --train_batch_size $((VAE_BATCH / 2))
       ;;
     dit)
-      # 6 layers x 256 wide, patch 1x2x2 on 16x latents or 1x4x4 on 8x ones: 576 tokens for 33 frames of 256x256
-      # (9 x 8 x 8); 2,304 on PROFILE=gpu's 8x latents with patch 1x2x2 (9 x 16 x 16).
+      # DIT_LAYERS layers x DIT_HEADS*64 wide (6 x 256 by default), patch 1x2x2 on 16x latents or 1x4x4 on 8x
+      # ones: 576 tokens for 33 frames of 256x256 (9 x 8 x 8); 2,304 on PROFILE=gpu's 8x latents with patch 1x2x2
+      # (9 x 16 x 16).
       # Phase 1: CACHE_CLIPS clips, training sigmas logit-normal (centred on 0.5), constant lr after 100 warmup steps.
       # Phase 2 resumes it on CACHE2_CLIPS clips (the first CACHE_CLIPS the same) with the training sigmas shifted by
       # 3 (half the steps at sigma > 0.75): phase 1 alone denoised well up to sigma 0.8 but hardly at all above 0.95,
@@ -92,7 +99,8 @@ for stage in $STAGES; do
       # and motion (model_card.md).
       DIT_ARGS=(--vae "$RUNS/vae" --output_dir "$RUNS/t2v" --seed 0
         --resolution 256 --resolution_multiple 32 --num_frames 17 33 --aspect_ratios landscape portrait square
-        --patch_size "${DIT_PATCH[@]}" --num_layers 6 --num_attention_heads 4 --attention_head_dim 64 --ffn_dim 1024
+        --patch_size "${DIT_PATCH[@]}" --num_layers "$DIT_LAYERS" --num_attention_heads "$DIT_HEADS"
+        --attention_head_dim 64 --ffn_dim $((DIT_HEADS * 256))
         --train_batch_size "$DIT_BATCH" --learning_rate 5e-4 --lr_warmup_steps 100 --image_prob "$DIT_IMAGE_PROB"
         --use_ema --ema_decay 0.995 --logging_steps 20 --checkpointing_steps 200
         --checkpoints_total_limit 2 --validation_steps 0 --validation_height 256 --validation_width 256

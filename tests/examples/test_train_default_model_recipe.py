@@ -83,6 +83,16 @@ def test_dit_image_prob_reaches_every_dit_phase_and_no_vae_command(tmp_path):
     assert all("--image_prob" not in line for line in vae_commands)  # the VAE keeps its own default
 
 
+def test_dit_size_reaches_every_dit_phase_and_no_vae_command(tmp_path):
+    default = commands(tmp_path, STAGES="vae dit decoder")
+    sizes = [(a.num_layers, a.num_attention_heads, a.attention_head_dim, a.ffn_dim) for a in map(parsed, default[2:9])]
+    assert sizes == [(6, 4, 64, 1024)] * 7  # v1.6's DiT: 256 wide
+    lines = commands(tmp_path, STAGES="vae dit decoder", DIT_HEADS="6", DIT_LAYERS="4")
+    sizes = [(a.num_layers, a.num_attention_heads, a.attention_head_dim, a.ffn_dim) for a in map(parsed, lines[2:9])]
+    assert sizes == [(4, 6, 64, 1536)] * 7
+    assert lines[:2] + lines[9:] == default[:2] + default[9:]
+
+
 def test_stages_pick_the_commands(tmp_path):
     lines = commands(tmp_path, STAGES="export eval")
     assert [line[1] for line in lines] == ["examples/export_default_model.py", "benchmarks/eval_default_model.py"]
@@ -95,6 +105,8 @@ def test_stages_pick_the_commands(tmp_path):
         ({"VAE_SPACE": "12"}, "VAE_SPACE must be 16 or 8, got '12'"),
         ({"PROFILE": "tpu"}, "PROFILE must be cpu or gpu, got 'tpu'"),
         ({"STAGES": "vae train"}, "unknown stage 'train' (vae, dit, decoder, export, eval)"),
+        ({"DIT_HEADS": "0"}, "DIT_HEADS must be a positive integer, got '0'"),
+        ({"DIT_LAYERS": "6 --x"}, "DIT_LAYERS must be a positive integer, got '6 --x'"),
     ],
 )
 def test_bad_settings_stop_with_a_message(tmp_path, env, message):
