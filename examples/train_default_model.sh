@@ -8,7 +8,7 @@
 #   VAE_SPACE=8 bash examples/train_default_model.sh  # an 8x-space VAE, and a 1x4x4 DiT patch on the CPU profile
 #   VAE_CHANNELS=48 bash examples/train_default_model.sh  # 48 latent channels (Wan 2.2 TI2V's), 16 by default
 #   DIT_IMAGE_PROB=0.1 bash examples/train_default_model.sh  # a share of the DiT's batches as images, 0 by default
-#   DIT_HEADS=6 DIT_LAYERS=4 bash examples/train_default_model.sh  # a DiT 6 x 64 = 384 wide, 4 layers (4 x 64, 6)
+#   DIT_HEADS=6 DIT_LAYERS=4 bash examples/train_default_model.sh  # a DiT 6 x 64 = 384 wide, 4 layers (4 heads, 6 by default)
 #   DRY_RUN=1 bash examples/train_default_model.sh   # print each stage's commands instead of running them
 #
 # Stages: vae (train_vae.py), dit (latent cache + train_text_to_video.py), decoder (train_vae.py fine-tuning the VAE's

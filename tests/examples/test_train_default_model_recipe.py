@@ -84,12 +84,13 @@ def test_dit_image_prob_reaches_every_dit_phase_and_no_vae_command(tmp_path):
 
 
 def test_dit_size_reaches_every_dit_phase_and_no_vae_command(tmp_path):
+    def sizes(dit_lines):
+        return [(a.num_layers, a.num_attention_heads, a.attention_head_dim, a.ffn_dim) for a in map(parsed, dit_lines)]
+
     default = commands(tmp_path, STAGES="vae dit decoder")
-    sizes = [(a.num_layers, a.num_attention_heads, a.attention_head_dim, a.ffn_dim) for a in map(parsed, default[2:9])]
-    assert sizes == [(6, 4, 64, 1024)] * 7  # v1.6's DiT: 256 wide
+    assert sizes(default[2:9]) == [(6, 4, 64, 1024)] * 7  # v1.6's DiT: 256 wide
     lines = commands(tmp_path, STAGES="vae dit decoder", DIT_HEADS="6", DIT_LAYERS="4")
-    sizes = [(a.num_layers, a.num_attention_heads, a.attention_head_dim, a.ffn_dim) for a in map(parsed, lines[2:9])]
-    assert sizes == [(4, 6, 64, 1536)] * 7
+    assert sizes(lines[2:9]) == [(4, 6, 64, 1536)] * 7
     assert lines[:2] + lines[9:] == default[:2] + default[9:]
 
 
