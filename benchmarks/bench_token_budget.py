@@ -1,9 +1,11 @@
-"""What an 8x-space VAE would cost the default model's DiT: one training step at the 16x and the 8x latent grid.
+"""What an 8x-space VAE would cost the default model's DiT: a training and a sampling step at the 16x and 8x grids.
 
 A 33 x 256 x 256 clip is 9 x 16 x 16 latents under the shipped 16x VAE (576 tokens with patch 1x2x2) and 9 x 32 x 32
 under an 8x one (2,304 tokens). The DiT is the embedded model's architecture (6 layers x 256, fresh weights); a step is
-forward, flow-matching MSE, backward and AdamW, as in `examples/train_text_to_video.py`. Runs alternate between the
-grids so machine noise hits both alike; the table reports medians and the ratio to the 16x grid.
+forward, flow-matching MSE, backward and AdamW, as in `examples/train_text_to_video.py`; a sampling step is the
+pipeline's forward under guidance (one clip, the conditional and unconditional halves batched, no gradients), which the
+default 50 steps repeat for every generation, the demo's included. Runs alternate between the grids so machine noise
+hits both alike; the table reports medians and the ratio to the 16x grid.
 
     python benchmarks/bench_token_budget.py                      # CPU, batch 8, as the shipped model was trained
     python benchmarks/bench_token_budget.py --device cuda --batch_size 16
@@ -46,7 +48,13 @@ def train_step(model, optimizer, latents: torch.Tensor, text: torch.Tensor) -> N
     optimizer.zero_grad(set_to_none=True)
 
 
-def main(argv=None) -> dict[str, float]:
+@torch.no_grad()
+def sampling_step(model, latents: torch.Tensor, text: torch.Tensor) -> None:
+    """One denoising step of a guided generation: the transformer on [unconditional, conditional] of one clip."""
+    model(torch.cat([latents[:1]] * 2), torch.full((2,), 500.0, device=latents.device), text[:2])
+
+
+def main(argv=None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     torch.manual_seed(0)
     config = DiTVideoTransformer3D.load_config(str(Path(default_model_path()) / "transformer"))
@@ -58,24 +66,36 @@ def main(argv=None) -> dict[str, float]:
         name: torch.randn(args.batch_size, model.config.in_channels, *grid, device=args.device)
         for name, grid in GRIDS.items()
     }
-    times = {name: [] for name in GRIDS}
+    steps = {
+        "train": lambda x: train_step(model, optimizer, x, text),
+        "sample": lambda x: sampling_step(model, x, text),
+    }
+    times = {kind: {name: [] for name in GRIDS} for kind in steps}
     for repeat in range(args.repeats + 1):
-        for name, latents in inputs.items():
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            train_step(model, optimizer, latents, text)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if repeat:  # the first step of each grid is a warm-up
-                times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    base = medians[next(iter(GRIDS))]
-    print(f"\nDiT training step, batch {args.batch_size}, {args.device}, median of {args.repeats}\n")
-    print("| latent grid | tokens per clip | s / step | ratio |\n|---|---:|---:|---:|")
+        for kind, step in steps.items():
+            for name, latents in inputs.items():
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                step(latents)
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                if repeat:  # the first step of each kind and grid is a warm-up
+                    times[kind][name].append(time.perf_counter() - start)
+    medians = {kind: {name: statistics.median(t) for name, t in by_grid.items()} for kind, by_grid in times.items()}
+    train, sample = medians["train"], medians["sample"]
+    base = {kind: by_grid[next(iter(GRIDS))] for kind, by_grid in medians.items()}
+    print(
+        f"\nDiT training step (batch {args.batch_size}) and sampling step, {args.device}, median of {args.repeats}\n"
+    )
+    print("| latent grid | tokens per clip | s / training step | ratio | s / sampling step | ratio | 50 steps (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, grid in GRIDS.items():
         tokens = grid[0] // patch[0] * (grid[1] // patch[1]) * (grid[2] // patch[2])
-        print(f"| {name} | {tokens} | {medians[name]:.2f} | {medians[name] / base:.2f} |")
+        print(
+            f"| {name} | {tokens} | {train[name]:.2f} | {train[name] / base['train']:.2f} | {sample[name]:.3f} | "
+            f"{sample[name] / base['sample']:.2f} | {50 * sample[name]:.1f} |"
+        )
     return medians
 
 
