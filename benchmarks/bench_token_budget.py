@@ -51,7 +51,7 @@ def train_step(model, optimizer, latents: torch.Tensor, text: torch.Tensor) -> N
 @torch.no_grad()
 def sampling_step(model, latents: torch.Tensor, text: torch.Tensor) -> None:
     """One denoising step of a guided generation: the transformer on [unconditional, conditional] of one clip."""
-    model(torch.cat([latents[:1]] * 2), torch.full((2,), 500.0, device=latents.device), text[:2])
+    model(torch.cat([latents[:1]] * 2), torch.full((2,), 500.0, device=latents.device), torch.cat([text[:1]] * 2))
 
 
 def main(argv=None) -> dict[str, dict[str, float]]:
