@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from sora_diffusers import SoraPipeline
 from sora_diffusers.default_model import load_default_pipeline
 from sora_diffusers.pipelines.conditioning import encode_clip
+from sora_diffusers.training import add_noise, sigmas_to_timesteps
 
 
 DEFAULT_SIGMAS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.995)
@@ -77,8 +78,10 @@ def main(argv=None) -> dict:
         embeds, mask, _, _ = pipe.encode_prompt(scene["prompt"], do_classifier_free_guidance=False)
         for sigma in args.sigmas:
             noise = torch.randn(x0.shape, generator=generator)
-            x_t = (1 - sigma) * x0 + sigma * noise
-            timestep = torch.full((1, x0.shape[2]), sigma * pipe.scheduler.config.num_train_timesteps)
+            x_t = add_noise(x0, noise, sigma)
+            timestep = sigmas_to_timesteps(
+                torch.full((1, x0.shape[2]), sigma), pipe.scheduler.config.num_train_timesteps
+            )
             velocity = transformer(x_t, timestep, embeds, encoder_attention_mask=mask).sample
             x0_hat = x_t - sigma * velocity
             errors["latents"][sigma].append(((x0_hat - x0) ** 2).mean().item() / x0.var().item())
